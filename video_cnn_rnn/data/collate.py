@@ -1,0 +1,48 @@
+"""Batching: pad each batch to its own longest clip, never to a global maximum."""
+
+from typing import Any
+
+import torch
+
+
+def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack dataset items into a padded batch.
+
+    Returns ``frames`` uint8 ``[B, T, C, H, W]`` (``[B, K, T, C, H, W]`` for multi-clip items) with zero padding,
+    ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
+    ``[B]`` (-1 when unlabelled), ``paths`` and ``skipped`` (paths of items that failed to decode and were
+    dropped under ``on_error="skip"``). Frames stay uint8 so only bytes cross to the device; normalisation
+    happens there.
+    """
+    skipped = [item["path"] for item in items if "error" in item]
+    items = [item for item in items if "error" not in item]
+    if not items:
+        return {
+            "frames": torch.zeros(0, 0, 3, 1, 1, dtype=torch.uint8),
+            "mask": torch.zeros(0, 0, dtype=torch.bool),
+            "lengths": torch.zeros(0, dtype=torch.long),
+            "labels": torch.zeros(0, dtype=torch.long),
+            "paths": [],
+            "skipped": skipped,
+        }
+    lengths = torch.tensor([item["length"] for item in items], dtype=torch.long)
+    max_length = int(lengths.max())
+    first = items[0]["frames"]
+    time_dim = first.dim() - 4  # 0 for [L, C, H, W], 1 for [K, L, C, H, W]
+    shape = (len(items), *first.shape[:time_dim], max_length, *first.shape[time_dim + 1 :])
+    frames = torch.zeros(shape, dtype=torch.uint8)
+    for row, item in enumerate(items):
+        frames[row, ..., : item["length"], :, :, :] = item["frames"]
+    steps = torch.arange(max_length)
+    mask = steps[None, :] < lengths[:, None]  # [B, T]
+    if time_dim:
+        mask = mask[:, None, :].expand(-1, first.shape[0], -1).contiguous()  # [B, T] -> [B, K, T]
+    labels = torch.tensor([-1 if item["label"] is None else item["label"] for item in items], dtype=torch.long)
+    return {
+        "frames": frames,
+        "mask": mask,
+        "lengths": lengths,
+        "labels": labels,
+        "paths": [item["path"] for item in items],
+        "skipped": skipped,
+    }

@@ -1,0 +1,188 @@
+"""VideoDataModule: annotation sources -> validated splits -> DataLoaders of padded uint8 batches."""
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from video_cnn_rnn.data.annotations import (
+    Item,
+    ManifestError,
+    check_manifest,
+    class_names_from,
+    read_source,
+    read_unlabelled,
+    split_train_val,
+)
+from video_cnn_rnn.data.collate import collate_clips
+from video_cnn_rnn.data.dataset import OnError, VideoDataset
+from video_cnn_rnn.data.decoding import Backend
+from video_cnn_rnn.data.sampling import SamplingMode
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Video datasets for fit / validate / test / predict.
+
+    Args:
+        train: training annotations: a seed-format CSV (``video_name,tag``), a class folder
+            (``root/ClassName/*.mp4``) or a UCF101 split file (``trainlist01.txt``, needs ``video_root``).
+        val: validation annotations in the same formats. When absent, a stratified, seeded, group-aware
+            ``val_fraction`` of ``train`` is held out.
+        test: test annotations in the same formats.
+        predict: videos to classify, without labels: a file, a list of files, a folder or a CSV.
+        video_root: folder that relative paths in CSVs and split files resolve against (default: a CSV's
+            own folder; required for UCF101 split files).
+        val_fraction: share of the training videos held out when ``val`` is not given.
+        num_frames: frames sampled per clip (the seeds' MAX_SEQ_LENGTH).
+        img_size: side of the square frames after centre crop and resize (the seeds' IMG_SIZE).
+        sampling: frame sampler: ``first``, ``uniform``, ``segment`` or ``stride``.
+        stride: step between frames for ``stride`` sampling.
+        target_fps: for ``stride`` sampling, a frame rate to sample at instead of a fixed stride.
+        test_clips: clips per video at validation/test/predict time; > 1 averages K segment clips.
+        batch_size: videos per batch (per process under DDP).
+        num_workers: DataLoader worker processes per process.
+        pin_memory: page-locked host memory for faster, non-blocking host-to-GPU copies.
+        persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+        backend: video decoder, ``decord`` or ``pyav`` (for platforms without decord wheels).
+        on_error: a video that is missing or fails to decode: ``raise`` (stop, naming the file) or ``skip``
+            (drop it with a warning and report it).
+        decode_timeout: seconds before one video's decode is abandoned as bad; ``0`` disables.
+        seed: seed for the validation split and for random frame sampling.
+    """
+
+    def __init__(
+        self,
+        train: str | None = None,
+        val: str | None = None,
+        test: str | None = None,
+        predict: str | list[str] | None = None,
+        video_root: str | None = None,
+        val_fraction: float = 0.2,
+        num_frames: int = 20,
+        img_size: int = 224,
+        sampling: SamplingMode = "uniform",
+        stride: int = 1,
+        target_fps: float | None = None,
+        test_clips: int = 1,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        backend: Backend = "decord",
+        on_error: OnError = "raise",
+        decode_timeout: float = 60.0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._train_items: list[Item] | None = read_source(train, video_root) if train else None
+        # The vocabulary is known at construction so the CLI can hand it to the model before training.
+        self.class_names: list[str] | None = class_names_from(self._train_items) if self._train_items else None
+        self.datasets: dict[str, Dataset] = {}
+
+    def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
+        index = {name: i for i, name in enumerate(self.class_names or [])}
+        return [(path, index[label]) for path, label in items]
+
+    def _split_items(self, stage: str) -> dict[str, list[Item]]:
+        hp = self.hparams
+        splits: dict[str, list[Item]] = {}
+        if stage in ("fit", "validate"):
+            if self._train_items is None:
+                raise ManifestError(f"{stage} needs training annotations: set data.train")
+            train_items = self._train_items
+            if hp.val:
+                splits["val"] = read_source(hp.val, hp.video_root)
+            else:
+                train_items, splits["val"] = split_train_val(train_items, hp.val_fraction, hp.seed)
+            if stage == "fit":
+                splits["train"] = train_items
+        if stage == "test":
+            if not hp.test:
+                raise ManifestError("test needs test annotations: set data.test")
+            if self.class_names is None:
+                raise ManifestError("test needs data.train too: its labels define the class ids")
+            splits["test"] = read_source(hp.test, hp.video_root)
+        return splits
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        common = dict(
+            num_frames=hp.num_frames,
+            img_size=hp.img_size,
+            sampling=hp.sampling,
+            backend=hp.backend,
+            on_error=hp.on_error,
+            stride=hp.stride,
+            target_fps=hp.target_fps,
+            decode_timeout=hp.decode_timeout,
+            seed=hp.seed,
+        )
+        if stage == "predict":
+            if not hp.predict:
+                raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
+            items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], hp.on_error)["predict"]
+            self.datasets["predict"] = VideoDataset(
+                [(path, None) for path, _ in items], clips_per_video=hp.test_clips, **common
+            )
+            return
+        checked = check_manifest(self._split_items(stage), self.class_names or [], hp.on_error)
+        for split, items in checked.items():
+            training = split == "train"
+            self.datasets[split] = VideoDataset(
+                self._labelled(items),
+                training=training,
+                clips_per_video=1 if training else hp.test_clips,
+                **common,
+            )
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        hp = self.hparams
+        dataset = self.datasets[split]
+        sampler = self._eval_sampler(dataset) if split != "train" else None
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            num_workers=hp.num_workers,
+            collate_fn=collate_clips,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            # Each worker opens its own readers after start-up; fork would copy any decoder state.
+            multiprocessing_context="spawn" if hp.num_workers > 0 else None,
+        )
+
+    def _eval_sampler(self, dataset: Dataset) -> Any:
+        """Under DDP, every evaluation video exactly once: Lightning's default DistributedSampler pads the
+        dataset by repeating videos, which would count them twice in test metrics and predictions."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{split} {len(ds)}" for split, ds in self.datasets.items())
+        return f"{Path(str(self.hparams.train)).name}: {sizes}; classes {self.class_names}"

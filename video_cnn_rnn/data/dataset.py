@@ -1,0 +1,92 @@
+"""VideoDataset: annotation items -> uint8 clips, with a policy for videos that fail to decode."""
+
+import random
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, load_clip
+from video_cnn_rnn.data.sampling import SamplingMode
+
+OnError = Literal["raise", "skip"]
+
+
+class VideoDataset(Dataset):
+    """Videos as uint8 clips.
+
+    An item is ``{"frames": uint8 [L, C, H, W], "length": L, "label": int, "path": str}`` with ``L <= num_frames``
+    (``frames`` is ``[K, L, C, H, W]`` when ``clips_per_video = K > 1``: K segment clips of the video, for
+    multi-clip testing or a multi-clip feature cache). A video that fails to decode raises a
+    ``VideoDecodeError`` naming it (``on_error="raise"``) or becomes ``{"path": ..., "error": ...}``, which the
+    collate function drops and reports (``on_error="skip"``).
+
+    Nothing is opened in ``__init__``: each DataLoader worker opens its own readers, so nothing native is
+    pickled or shared across a fork (decord deadlocks when readers exist before workers fork, dmlc/decord#294).
+    """
+
+    def __init__(
+        self,
+        items: Sequence[tuple[str, int]],
+        num_frames: int = 20,
+        img_size: int = 224,
+        sampling: SamplingMode = "uniform",
+        training: bool = False,
+        backend: Backend = "decord",
+        on_error: OnError = "raise",
+        stride: int = 1,
+        target_fps: float | None = None,
+        decode_timeout: float | None = 60.0,
+        clips_per_video: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
+        self.items = list(items)
+        self.num_frames, self.img_size, self.sampling = num_frames, img_size, sampling
+        self.training, self.backend, self.on_error = training, backend, on_error
+        self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
+        self.clips_per_video, self.seed = clips_per_video, seed
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, path: str, index: int) -> tuple[torch.Tensor, int]:
+        common = dict(
+            num_frames=self.num_frames,
+            img_size=self.img_size,
+            backend=self.backend,
+            stride=self.stride,
+            target_fps=self.target_fps,
+            timeout_s=self.decode_timeout,
+        )
+        if self.clips_per_video == 1:
+            return load_clip(path, sampling=self.sampling, training=self.training, **common)
+        clips = []
+        for k in range(self.clips_per_video):
+            if self.training:  # K different random segment samples, reproducible per (seed, video, clip)
+                rng = random.Random(f"{self.seed}:{index}:{k}")
+                clip, _ = load_clip(path, sampling="segment", training=True, rng=rng, **common)
+            else:  # K evenly offset segment samples
+                clip, _ = load_clip(path, sampling="segment", segment_offset=(k + 0.5) / self.clips_per_video, **common)
+            clips.append(clip)
+        length = min(clip.shape[0] for clip in clips)
+        return torch.stack([clip[:length] for clip in clips]), length  # [K, L, C, H, W]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, label = self.items[index]
+        try:
+            frames, length = self._load(path, index)
+        except VideoDecodeError as error:
+            if self.on_error == "raise":
+                raise
+            if path not in self._warned:
+                self._warned.add(path)
+                warnings.warn(f"skipping video: {error}", stacklevel=2)
+            return {"path": path, "error": str(error)}
+        return {"frames": frames, "length": length, "label": label, "path": path}

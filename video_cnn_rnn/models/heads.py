@@ -1,0 +1,189 @@
+"""Temporal heads: turn per-frame features [B, T, D] plus a validity mask [B, T] into one vector per clip.
+
+Every head takes ``mask`` with True = real frame, real frames first and at least one per row, and returns
+``[B, out_features]`` that does not depend on how much padding follows the real frames.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+HeadKind = Literal["gru", "transformer", "mean"]
+Pooling = Literal["max", "mean", "cls"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over time of the real steps only: [B, T, D], [B, T] -> [B, D]."""
+    weights = mask.to(x.dtype).unsqueeze(-1)  # [B, T] -> [B, T, 1]
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over time of the real steps only: [B, T, D], [B, T] -> [B, D].
+
+    Padding is filled with the dtype's most negative finite value rather than -inf so fp16/bf16 stay
+    finite; every row has a real step, so the fill value never wins.
+    """
+    fill = torch.finfo(x.dtype).min
+    return torch.where(mask.unsqueeze(-1), x, torch.full_like(x, fill)).amax(dim=1)
+
+
+class MeanHead(nn.Module):
+    """Order-blind baseline: masked mean of the frame features."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.out_features = in_features
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, D], [B, T] -> [B, D]."""
+        return masked_mean(features, mask)
+
+
+class RecurrentHead(nn.Module):
+    """Stacked GRU/LSTM layers over packed sequences; returns the hidden state at the last real step.
+
+    ``hidden_sizes=[16, 8]`` reproduces the Keras CNN-RNN seed (GRU 16 -> GRU 8). Separate single-layer
+    RNNs are stacked (instead of ``num_layers``) so each layer can have its own width.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_sizes: list[int] | None = None,
+        cell: Literal["gru", "lstm"] = "gru",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else [16, 8]
+        if not hidden_sizes:
+            raise ValueError("hidden_sizes must name at least one layer")
+        rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
+        directions = 2 if bidirectional else 1
+        layers = []
+        size = in_features
+        for hidden in hidden_sizes:
+            layers.append(rnn_cls(size, hidden, batch_first=True, bidirectional=bidirectional))
+            size = hidden * directions
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(dropout)
+        self.bidirectional = bidirectional
+        self.out_features = size
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, D], [B, T] -> [B, hidden_sizes[-1] * directions]."""
+        # pack_padded_sequence wants CPU int64 lengths; real frames come first, so the count is the length.
+        lengths = mask.sum(dim=1).to(device="cpu", dtype=torch.int64)
+        # Autocast is disabled here: packed RNN kernels lack fp16/bf16 support on some backends (CPU
+        # LSTM/GRU in half precision), and the recurrence accumulates rounding error over time steps.
+        # These layers are tiny, so float32 costs next to nothing.
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            packed = pack_padded_sequence(features.float(), lengths, batch_first=True, enforce_sorted=False)
+            hidden = None
+            for index, rnn in enumerate(self.layers):
+                if index > 0:
+                    packed = PackedSequence(
+                        self.dropout(packed.data),
+                        packed.batch_sizes,
+                        packed.sorted_indices,
+                        packed.unsorted_indices,
+                    )
+                packed, hidden = rnn(packed)
+            if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
+                hidden = hidden[0]
+            # h_n is already back in batch order: [directions, B, H] -> [B, directions * H]
+            return hidden.transpose(0, 1).reshape(features.shape[0], -1)
+
+
+class TransformerHead(nn.Module):
+    """Transformer encoder over frames with a learned positional embedding and masked pooling.
+
+    The Transformer seed is ``d_model=None`` (embed dim = feature dim), ``num_heads=1``, ``dense_dim=4``,
+    ``pooling="max"`` (GlobalMaxPooling1D), GELU feed-forward and post-norm layers.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        d_model: int | None = None,
+        num_heads: int = 1,
+        dense_dim: int = 4,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        pooling: Pooling = "max",
+        max_len: int = 64,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("max", "mean", "cls"):
+            raise ValueError(f"Unknown pooling '{pooling}'; expected 'max', 'mean' or 'cls'")
+        d_model = d_model or in_features
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
+        self.proj = nn.Linear(in_features, d_model) if d_model != in_features else nn.Identity()
+        self.pos_embedding = nn.Parameter(torch.zeros(1, max_len, d_model))
+        nn.init.trunc_normal_(self.pos_embedding, std=0.02)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            num_heads,
+            dim_feedforward=dense_dim,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+        )
+        # The nested-tensor fast path only warns for odd head counts (the seed's single head) and would
+        # change numerics between batched and single-clip inference; dense masking is cheap at T ~ 20.
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.pooling = pooling
+        self.max_len = max_len
+        self.out_features = d_model
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, D], [B, T] -> [B, d_model]."""
+        steps = features.shape[1]
+        if steps > self.max_len:
+            raise ValueError(f"Clip has {steps} frames but the positional embedding covers {self.max_len}")
+        x = self.proj(features) + self.pos_embedding[:, :steps]
+        if self.cls_token is not None:
+            # The CLS slot is always valid, so no row is ever fully masked.
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)  # [B, T] -> [B, 1 + T]
+        x = self.encoder(x, src_key_padding_mask=~mask)
+        if self.pooling == "cls":
+            return x[:, 0]
+        if self.pooling == "mean":
+            return masked_mean(x, mask)
+        return masked_max(x, mask)
+
+
+def build_head(
+    kind: HeadKind,
+    in_features: int,
+    *,
+    rnn_cell: Literal["gru", "lstm"] = "gru",
+    rnn_hidden_sizes: list[int] | None = None,
+    bidirectional: bool = False,
+    rnn_dropout: float = 0.0,
+    d_model: int | None = None,
+    num_heads: int = 1,
+    dense_dim: int = 4,
+    num_layers: int = 1,
+    pooling: Pooling = "max",
+    attention_dropout: float = 0.1,
+    max_len: int = 64,
+) -> nn.Module:
+    """Build a temporal head by name; every head exposes ``out_features``."""
+    if kind == "gru":
+        return RecurrentHead(in_features, rnn_hidden_sizes, rnn_cell, bidirectional, rnn_dropout)
+    if kind == "transformer":
+        return TransformerHead(
+            in_features, d_model, num_heads, dense_dim, num_layers, attention_dropout, pooling, max_len
+        )
+    if kind == "mean":
+        return MeanHead(in_features)
+    raise ValueError(f"Unknown head '{kind}'; expected 'gru', 'transformer' or 'mean'")
