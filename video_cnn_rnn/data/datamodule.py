@@ -151,14 +151,12 @@ class VideoDataModule(L.LightningDataModule):
             collate_fn=collate_clips,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            # Each worker opens its own readers after start-up; fork would copy any decoder state.
-            multiprocessing_context="spawn" if hp.num_workers > 0 else None,
         )
 
     def _eval_sampler(self, dataset: Dataset) -> Any:
         """Under DDP, every evaluation video exactly once: Lightning's default DistributedSampler pads the
         dataset by repeating videos, which would count them twice in test metrics and predictions."""
-        trainer = self._trainer
+        trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return None
         from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler

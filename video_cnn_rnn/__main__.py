@@ -1,0 +1,3 @@
+from video_cnn_rnn.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""Files a run leaves behind: test reports, prediction CSVs, skipped-video lists and prediction GIFs.
+
+One callback, ``RunReports``, owns them all so every subcommand writes into the run's log folder the same
+way, and so DDP ranks coordinate in one place (each rank writes its share, rank 0 merges).
+"""
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def write_test_report(report: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """Write ``test_metrics.json``, ``test_per_class.csv`` and ``confusion_matrix.png`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": folder / "test_metrics.json",
+        "per_class": folder / "test_per_class.csv",
+        "confusion_matrix": folder / "confusion_matrix.png",
+    }
+    paths["metrics"].write_text(json.dumps(report["metrics"], indent=2, sort_keys=True) + "\n")
+    with paths["per_class"].open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["class", "precision", "recall", "f1", "support"])
+        writer.writeheader()
+        writer.writerows(report["per_class"])
+    plot_confusion_matrix(report["confusion_matrix"], report["class_names"], paths["confusion_matrix"])
+    return paths
+
+
+def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in DataLoader-free reporting
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.6 * len(class_names) + 2.0)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            color = "white" if count > peak / 2 else "black"
+            axes.text(j, i, str(count), ha="center", va="center", color=color)
+    axes.set_title("confusion matrix (test)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_gif(frames: torch.Tensor, caption: str, path: Path, fps: int = 10) -> None:
+    """The seed's ``to_gif``: uint8 frames [T, C, H, W] as an animated GIF, with the prediction written on."""
+    from PIL import Image, ImageDraw
+
+    images = []
+    for frame in frames:
+        image = Image.fromarray(frame.permute(1, 2, 0).cpu().numpy())  # [C, H, W] -> [H, W, C]
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((0, 0, image.width, 12), fill=(0, 0, 0))
+        draw.text((2, 0), caption, fill=(255, 255, 255))
+        images.append(image)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+
+
+def top_k(probs: torch.Tensor, class_names: list[str], k: int) -> list[tuple[str, float]]:
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+class RunReports(L.Callback):
+    """Writes the run's report files into the trainer's log folder (or ``output_dir``).
+
+    Args:
+        top_k: labels per video in printed and written predictions.
+        output_dir: folder for the files; default: the trainer's log folder.
+        print_predictions: print each video's top-k like the seed's ``sequence_prediction``.
+        gif: also write an animated GIF per predicted video: its sampled frames with the predicted label.
+    """
+
+    def __init__(
+        self, top_k: int = 5, output_dir: str | None = None, print_predictions: bool = True, gif: bool = False
+    ) -> None:
+        self.top_k, self.output_dir = top_k, output_dir
+        self.print_predictions, self.gif = print_predictions, gif
+        self._rows: list[list[Any]] = []
+        self._skipped: set[str] = set()
+
+    def folder(self, trainer: L.Trainer) -> Path:
+        return Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+
+    # Skipped videos (on_error="skip"): collected from every batch of every stage.
+    def _collect_skipped(self, batch: Any) -> None:
+        if isinstance(batch, dict):
+            self._skipped.update(batch.get("skipped", []))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._collect_skipped(batch)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect_skipped(batch)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect_skipped(batch)
+
+    def _write_skipped(self, trainer: L.Trainer) -> None:
+        skipped = sorted(self._gather(trainer, sorted(self._skipped)))
+        if trainer.is_global_zero and skipped:
+            path = self.folder(trainer) / "skipped_videos.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(skipped) + "\n")
+            rank_zero_info(f"{len(skipped)} video(s) could not be decoded and were skipped; list: {path}")
+
+    @staticmethod
+    def _gather(trainer: L.Trainer, values: list[Any]) -> list[Any]:
+        """Concatenate a picklable list from every rank (identity without DDP)."""
+        if trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return values
+        gathered: list[list[Any]] = [[] for _ in range(trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, values)
+        return [value for part in gathered for value in part]
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write_skipped(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._write_skipped(trainer)
+        report = getattr(pl_module, "test_report", None)
+        if not trainer.is_global_zero or not report:
+            return
+        paths = write_test_report(report, self.folder(trainer))
+        rank_zero_info(f"test reports: {', '.join(str(p) for p in paths.values())}")
+
+    # Predictions: each rank keeps its rows; rank 0 merges them into one file at the end.
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect_skipped(batch)
+        names = pl_module.class_names
+        for row, (path, probs) in enumerate(zip(outputs["paths"], outputs["probs"], strict=True)):
+            ranked = top_k(probs, names, self.top_k)
+            self._rows.append([path] + [value for pair in ranked for value in pair])
+            if self.gif:
+                frames = batch["frames"][row]
+                if frames.dim() == 5:  # [K, T, C, H, W]: show the first clip
+                    frames = frames[0]
+                frames = frames[: int(batch["lengths"][row])]
+                gif_dir = self.folder(trainer) / "gifs"
+                gif_dir.mkdir(parents=True, exist_ok=True)
+                caption = f"{ranked[0][0]} {100 * ranked[0][1]:.1f}%"
+                write_gif(frames, caption, gif_dir / f"{Path(path).stem}.gif")
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._write_skipped(trainer)
+        rows = sorted(self._gather(trainer, self._rows), key=lambda row: row[0])
+        if not trainer.is_global_zero:
+            return
+        k = max(((len(row) - 1) // 2 for row in rows), default=self.top_k)
+        header = ["path"] + [f"{field}_{i}" for i in range(1, k + 1) for field in ("label", "prob")]
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "predictions.csv"
+        with path.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            writer.writerows([[row[0]] + [f"{v:.6f}" if isinstance(v, float) else v for v in row[1:]] for row in rows])
+        if self.print_predictions:
+            for row in rows:
+                lines = [f"  {label}: {100 * prob:5.2f}%" for label, prob in zip(row[1::2], row[2::2], strict=True)]
+                print(f"{row[0]}\n" + "\n".join(lines))
+        rank_zero_info(f"{len(rows)} predictions written to {path}")
