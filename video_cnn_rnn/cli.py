@@ -54,6 +54,14 @@ class VideoCLI(LightningCLI):
             model.class_names = class_names_from(read_source(data.train, data.get("video_root")))
             model.num_classes = len(model.class_names)
 
+    def _prepare_feature_cache(self) -> None:
+        if self.datamodule.hparams.feature_cache:
+            folder = self.datamodule.prepare_feature_cache(self.model, self.trainer)
+            if self.trainer.is_global_zero:
+                print(f"using feature cache {folder}")
+
+    before_fit = before_validate = before_test = _prepare_feature_cache
+
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> VideoCLI:
     return VideoCLI(
@@ -85,16 +93,16 @@ def synthetic_main(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else args
+    argv = sys.argv[1:] if args is None else args
     try:
-        if args and args[0] == "synthetic":
-            synthetic_main(args[1:])
-        elif args and args[0] == "extract":
+        if argv and argv[0] == "synthetic":
+            synthetic_main(argv[1:])
+        elif argv and argv[0] == "extract":
             from video_cnn_rnn.cache import extract_main
 
-            extract_main(args[1:])
+            extract_main(argv[1:])
         else:
-            run_cli(args)
+            run_cli(args)  # None: LightningCLI reads sys.argv itself
     except (ManifestError, FileNotFoundError) as error:
         # Configuration and dataset problems: a readable message, not a traceback, before any training.
         print(f"video-cnn-rnn: error: {error}", file=sys.stderr)

@@ -8,6 +8,9 @@ import torch
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into a padded batch.
 
+    Items hold ``frames`` (videos) or ``features`` (a feature cache: float16 ``[L, D]`` -> ``[B, T, D]``);
+    both are padded the same way.
+
     Returns ``frames`` uint8 ``[B, T, C, H, W]`` (``[B, K, T, C, H, W]`` for multi-clip items) with zero padding,
     ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
     ``[B]`` (-1 when unlabelled), ``paths`` and ``skipped`` (paths of items that failed to decode and were
@@ -27,19 +30,21 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         }
     lengths = torch.tensor([item["length"] for item in items], dtype=torch.long)
     max_length = int(lengths.max())
-    first = items[0]["frames"]
-    time_dim = first.dim() - 4  # 0 for [L, C, H, W], 1 for [K, L, C, H, W]
+    key = "frames" if "frames" in items[0] else "features"
+    first = items[0][key]
+    # Frames are [L, C, H, W] ([K, L, C, H, W] for multi-clip items); features are [L, D].
+    time_dim = first.dim() - 4 if key == "frames" else first.dim() - 2
     shape = (len(items), *first.shape[:time_dim], max_length, *first.shape[time_dim + 1 :])
-    frames = torch.zeros(shape, dtype=torch.uint8)
+    padded = torch.zeros(shape, dtype=first.dtype)
     for row, item in enumerate(items):
-        frames[row, ..., : item["length"], :, :, :] = item["frames"]
+        padded[row].narrow(time_dim, 0, item["length"]).copy_(item[key])
     steps = torch.arange(max_length)
     mask = steps[None, :] < lengths[:, None]  # [B, T]
     if time_dim:
         mask = mask[:, None, :].expand(-1, first.shape[0], -1).contiguous()  # [B, T] -> [B, K, T]
     labels = torch.tensor([-1 if item["label"] is None else item["label"] for item in items], dtype=torch.long)
     return {
-        "frames": frames,
+        key: padded,
         "mask": mask,
         "lengths": lengths,
         "labels": labels,

@@ -50,6 +50,11 @@ class VideoDataModule(L.LightningDataModule):
             (drop it with a warning and report it).
         decode_timeout: seconds before one video's decode is abandoned as bad; ``0`` disables.
         seed: seed for the validation split and for random frame sampling.
+        feature_cache: root folder of a frozen-backbone feature cache. When set, fit / validate / test serve
+            cached features (extracted once, reused while nothing that changes them changes) and the model
+            trains only its head. See ``video_cnn_rnn.cache``.
+        cache_clips: clips cached per training video (K different ``segment`` samples; training draws
+            one at random each epoch). 1 caches the evaluation-time clip only.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class VideoDataModule(L.LightningDataModule):
         on_error: OnError = "raise",
         decode_timeout: float = 60.0,
         seed: int = 42,
+        feature_cache: str | None = None,
+        cache_clips: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -81,6 +88,7 @@ class VideoDataModule(L.LightningDataModule):
         # The vocabulary is known at construction so the CLI can hand it to the model before training.
         self.class_names: list[str] | None = class_names_from(self._train_items) if self._train_items else None
         self.datasets: dict[str, Dataset] = {}
+        self.cache_folder: Path | None = None
 
     def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
         index = {name: i for i, name in enumerate(self.class_names or [])}
@@ -107,9 +115,9 @@ class VideoDataModule(L.LightningDataModule):
             splits["test"] = read_source(hp.test, hp.video_root)
         return splits
 
-    def setup(self, stage: str) -> None:
+    def _dataset_kwargs(self) -> dict[str, Any]:
         hp = self.hparams
-        common = dict(
+        return dict(
             num_frames=hp.num_frames,
             img_size=hp.img_size,
             sampling=hp.sampling,
@@ -120,6 +128,10 @@ class VideoDataModule(L.LightningDataModule):
             decode_timeout=hp.decode_timeout,
             seed=hp.seed,
         )
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        common = self._dataset_kwargs()
         if stage == "predict":
             if not hp.predict:
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
@@ -128,15 +140,50 @@ class VideoDataModule(L.LightningDataModule):
                 [(path, None) for path, _ in items], clips_per_video=hp.test_clips, **common
             )
             return
+        if self.cache_folder is not None:
+            from video_cnn_rnn.cache import FeatureCacheDataset
+
+            for split in self._split_items(stage):
+                self.datasets[split] = FeatureCacheDataset(
+                    self.cache_folder / split, training=split == "train", seed=hp.seed
+                )
+            return
+        for split, dataset in self._video_datasets(stage).items():
+            self.datasets[split] = dataset
+
+    def _video_datasets(self, stage: str) -> dict[str, VideoDataset]:
+        hp = self.hparams
+        common = self._dataset_kwargs()
+        datasets = {}
         checked = check_manifest(self._split_items(stage), self.class_names or [], hp.on_error)
         for split, items in checked.items():
             training = split == "train"
-            self.datasets[split] = VideoDataset(
-                self._labelled(items),
-                training=training,
-                clips_per_video=1 if training else hp.test_clips,
-                **common,
-            )
+            if self.hparams.feature_cache:
+                # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
+                # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
+                clips, training = (hp.cache_clips, hp.cache_clips > 1) if training else (hp.test_clips, False)
+            else:
+                clips = 1 if training else hp.test_clips
+            datasets[split] = VideoDataset(self._labelled(items), training=training, clips_per_video=clips, **common)
+        return datasets
+
+    def prepare_feature_cache(self, model: L.LightningModule, trainer: L.Trainer) -> Path:
+        """Reuse or extract the feature cache of every labelled split, then serve features from it.
+
+        All configured splits (train, val, test) go into one cache, so fit, test and ``extract`` share it.
+        """
+        from video_cnn_rnn.cache import build_feature_cache
+
+        if not self.hparams.feature_cache:
+            raise ValueError("prepare_feature_cache needs feature_cache (the cache's root folder)")
+        if self.hparams.test_clips > 1:
+            raise ValueError("test_clips > 1 is not supported with a feature cache; evaluate on videos instead")
+        stages = ("fit", "test") if self.hparams.test else ("fit",)
+        datasets = {name: ds for stage in stages for name, ds in self._video_datasets(stage).items()}
+        self.cache_folder = build_feature_cache(
+            model, datasets, self.hparams.feature_cache, trainer, batch_size=self.hparams.batch_size
+        )
+        return self.cache_folder
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         hp = self.hparams

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import timm
 import torch
 from timm.data import resolve_model_data_config
-from timm.models import group_parameters
 from torch import nn
 
 FreezePolicy = Literal["frozen", "finetune", "last_n"]
@@ -112,6 +113,38 @@ def is_convolutional(model: nn.Module) -> bool:
     return sum(isinstance(m, nn.Conv2d) for m in model.modules()) > 1
 
 
+def _group_ordinal_fn(matcher: dict[str, Any] | Callable[[str], Any]) -> Callable[[str], tuple[float, ...]]:
+    """Parameter name -> sortable ordinal tuple, following timm's ``group_with_matcher`` conventions.
+
+    timm's ``group_parameters`` renumbers groups 0..n and so loses which ones are trailing layers; the
+    raw ordinals keep that (``(99999,)`` suffixes and ``inf`` for unmatched names such as a final norm).
+    """
+    if callable(matcher):
+
+        def from_callable(name: str) -> tuple[float, ...]:
+            value = matcher(name)
+            return tuple(map(float, value)) if isinstance(value, Iterable) else (float(value),)
+
+        return from_callable
+    compiled: list[tuple[re.Pattern[str], int, tuple[int, ...] | None]] = []
+    for group_index, spec in enumerate(matcher.values()):
+        if spec is None:
+            continue
+        # A spec is a regex, or a list of (regex, suffix) pairs; regex groups become ordinal parts.
+        for pattern, suffix in spec if isinstance(spec, (list, tuple)) else [(spec, None)]:
+            compiled.append((re.compile(pattern), group_index, suffix))
+
+    def from_regex(name: str) -> tuple[float, ...]:
+        for pattern, group_index, suffix in compiled:
+            match = pattern.match(name)
+            if match:
+                parts = [group_index, *(g for g in match.groups() if g is not None), *(suffix or ())]
+                return tuple(float(p) for p in parts)
+        return (float("inf"),)
+
+    return from_regex
+
+
 def backbone_blocks(backbone: nn.Module) -> list[list[str]]:
     """Split the backbone's parameter names into ordered blocks, stem first.
 
@@ -121,14 +154,16 @@ def backbone_blocks(backbone: nn.Module) -> list[list[str]]:
     includes what sits between it and the pooled features.
     """
     if hasattr(backbone, "group_matcher"):
-        groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
-        ordered = sorted(groups.items(), key=lambda item: item[0])
+        ordinal = _group_ordinal_fn(backbone.group_matcher(coarse=True))
+        grouped: dict[tuple[float, ...], list[str]] = {}
+        for name, _ in backbone.named_parameters():
+            grouped.setdefault(ordinal(name), []).append(name)
         blocks: list[list[str]] = []
-        for ordinal, names in ordered:
-            if blocks and max(ordinal) >= _TRAILING_ORDINAL:
-                blocks[-1].extend(names)
+        for key in sorted(grouped):
+            if blocks and max(key) >= _TRAILING_ORDINAL:
+                blocks[-1].extend(grouped[key])
             else:
-                blocks.append(list(names))
+                blocks.append(grouped[key])
         return blocks
     by_child: dict[str, list[str]] = {}
     for name, _ in backbone.named_parameters():

@@ -1,0 +1,238 @@
+"""Frozen-backbone feature cache: run the CNN over a dataset once, then train heads on stored features.
+
+The seeds extract features once and train on arrays; this makes that path safe. A cache folder is named by a
+fingerprint of everything that changes its content (manifest with file sizes and mtimes, backbone name and
+weights, frame settings, clip counts, seed), so a changed input means a new folder, never a stale cache.
+Extraction writes into a temporary folder and renames it only when every split is written: a folder without
+``complete.json`` is never read. Features are float16 ``.npy`` files read memory-mapped.
+
+Layout: ``<root>/<fingerprint>/<split>/{features.npy [N, K, T, D] float16, lengths.npy [N], labels.npy [N],
+paths.json}`` and ``complete.json``.
+"""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from video_cnn_rnn.data.collate import collate_clips
+from video_cnn_rnn.data.dataset import VideoDataset
+
+CACHE_FORMAT = 1
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_fingerprint(model: torch.nn.Module, datasets: dict[str, VideoDataset]) -> str:
+    """A hash of everything that determines the cached features."""
+    manifest = {}
+    for split, dataset in sorted(datasets.items()):
+        entries = []
+        for path, label in dataset.items:
+            stat = os.stat(path)
+            entries.append((path, stat.st_size, stat.st_mtime_ns, label))
+        manifest[split] = {
+            "items": entries,
+            "num_frames": dataset.num_frames,
+            "img_size": dataset.img_size,
+            "sampling": dataset.sampling,
+            "stride": dataset.stride,
+            "target_fps": dataset.target_fps,
+            "clips": dataset.clips_per_video,
+            "training": dataset.training,
+            "seed": dataset.seed,
+        }
+    key = {
+        "format": CACHE_FORMAT,
+        "backbone": model.hparams.backbone,
+        "weights": _weights_digest(model.backbone),
+        "manifest": manifest,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "complete.json").is_file()
+
+
+class FeatureCacheDataset(Dataset):
+    """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path"}`` per video.
+
+    With K cached clips per video, training draws one of them at random each time (the augmentation a
+    single cached clip cannot give); evaluation uses the first.
+    """
+
+    def __init__(self, folder: str | Path, training: bool = False, seed: int = 0) -> None:
+        folder = Path(folder)
+        self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, D]
+        self.lengths = np.load(folder / "lengths.npy")
+        self.labels = np.load(folder / "labels.npy")
+        self.paths: list[str] = json.loads((folder / "paths.json").read_text())
+        self.training = training
+        self._rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip = self._rng.randrange(self.features.shape[1]) if self.training else 0
+        length = int(self.lengths[index])
+        features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
+        label = int(self.labels[index])
+        return {
+            "features": features,
+            "length": length,
+            "label": None if label < 0 else label,
+            "path": self.paths[index],
+        }
+
+
+class _Extractor(L.LightningModule):
+    """Runs a VideoClassifier's backbone on real frames only, for Trainer.predict (and so for DDP)."""
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        frames, mask = batch["frames"], batch["mask"].bool()
+        clips = mask.shape[1] if mask.dim() == 3 else 1
+        if mask.dim() == 2:
+            frames, mask = frames[:, None], mask[:, None]  # [B, T, ...] -> [B, 1, T, ...]
+        features = self.classifier.extract_features(frames.flatten(0, 1), mask.flatten(0, 1))  # [B*K, T, D]
+        features = features.unflatten(0, (-1, clips))  # [B*K, T, D] -> [B, K, T, D]
+        return {"paths": batch["paths"], "features": features.half().cpu(), "lengths": batch["lengths"].cpu()}
+
+
+class _ShardWriter(L.Callback):
+    """Each rank saves what it extracted; rank 0 later assembles the shards in dataset order."""
+
+    def __init__(self, shard_path: Path) -> None:
+        self.shard_path = shard_path
+        self.rows: dict[str, tuple[np.ndarray, int]] = {}
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        for path, features, length in zip(outputs["paths"], outputs["features"], outputs["lengths"], strict=True):
+            self.rows[path] = (features.numpy(), int(length))
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        torch.save(self.rows, self.shard_path.with_name(f"{self.shard_path.name}.{trainer.global_rank}"))
+
+
+def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
+    """A Trainer on the same devices, processes and precision as ``trainer``, without its callbacks/loggers."""
+    distributed = trainer.world_size > 1
+    return L.Trainer(
+        accelerator=trainer.accelerator,
+        devices=trainer.num_devices,
+        num_nodes=trainer.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=trainer.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=trainer.progress_bar_callback is not None,
+        callbacks=[callback],
+        inference_mode=True,
+    )
+
+
+def _write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.ndarray, int]]) -> list[str]:
+    """Assemble one split in dataset order; returns the paths that were skipped (failed to decode)."""
+    kept = [(path, label) for path, label in dataset.items if path in rows]
+    skipped = [path for path, _ in dataset.items if path not in rows]
+    if not kept:
+        raise RuntimeError(f"feature cache: no video of {folder.name} could be decoded")
+    first = rows[kept[0][0]][0]  # [K, T, D]
+    clips, dim = first.shape[0], first.shape[-1]
+    folder.mkdir(parents=True)
+    features = np.lib.format.open_memmap(
+        folder / "features.npy", mode="w+", dtype=np.float16, shape=(len(kept), clips, dataset.num_frames, dim)
+    )
+    features[:] = 0
+    lengths = np.zeros(len(kept), dtype=np.int64)
+    for row, (path, _) in enumerate(kept):
+        values, length = rows[path]
+        features[row, :, : values.shape[1]] = values
+        lengths[row] = length
+    features.flush()
+    del features
+    np.save(folder / "lengths.npy", lengths)
+    np.save(folder / "labels.npy", np.array([-1 if label is None else label for _, label in kept], dtype=np.int64))
+    (folder / "paths.json").write_text(json.dumps([path for path, _ in kept]))
+    return skipped
+
+
+def build_feature_cache(
+    model: torch.nn.Module, datasets: dict[str, VideoDataset], root: str | Path, trainer: L.Trainer, batch_size: int = 8
+) -> Path:
+    """Reuse or create the cache for ``datasets`` under ``root``; returns the cache folder.
+
+    ``trainer`` supplies devices, DDP world size and precision: under DDP every rank extracts its share and
+    rank 0 assembles a cache identical to a single-process one (same rows, same order).
+    """
+    if getattr(model.hparams, "freeze", "frozen") != "frozen":
+        raise ValueError("a feature cache needs a frozen backbone (model.freeze: frozen); fine-tuning changes features")
+    root = Path(root)
+    folder = root / cache_fingerprint(model, datasets)
+    if is_complete(folder):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    # Shards go to a folder every rank agrees on: its name is the fingerprint, not a random temp name.
+    shards = root / f".{folder.name}.shards"
+    shards.mkdir(exist_ok=True)
+    skipped: dict[str, list[str]] = {}
+    staging: Path | None = None
+    extractor = _Extractor(model)
+    for split, dataset in sorted(datasets.items()):
+        writer = _ShardWriter(shards / split)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_clips)
+        _extraction_trainer(trainer, writer).predict(extractor, loader, return_predictions=False)
+    distributed = trainer.world_size > 1 and torch.distributed.is_initialized()
+    if distributed:
+        torch.distributed.barrier()  # every rank's shards are on disk before rank 0 reads them
+    if trainer.is_global_zero:
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+        for split, dataset in sorted(datasets.items()):
+            rows: dict[str, tuple[np.ndarray, int]] = {}
+            for shard in sorted(shards.glob(f"{split}.*")):
+                rows.update(torch.load(shard, weights_only=False))
+            skipped[split] = _write_split(staging / split, dataset, rows)
+        (staging / "complete.json").write_text(json.dumps({"skipped": skipped, "format": CACHE_FORMAT}, indent=2))
+        if not is_complete(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(staging, folder)
+        shutil.rmtree(shards, ignore_errors=True)
+    if distributed:
+        torch.distributed.barrier()
+    if not is_complete(folder):
+        raise RuntimeError(f"feature cache {folder} was not completed")
+    return folder
+
+
+def extract_main(args: list[str]) -> None:
+    """``video-cnn-rnn extract --config ...``: build (or reuse) the cache for the configured data and model."""
+    from video_cnn_rnn.cli import run_cli
+
+    cli = run_cli(args, run=False)
+    datamodule = cli.datamodule
+    if not datamodule.hparams.feature_cache:
+        raise SystemExit("video-cnn-rnn extract: set data.feature_cache to the cache's root folder")
+    folder = datamodule.prepare_feature_cache(cli.model, cli.trainer)
+    if cli.trainer.is_global_zero:
+        print(f"feature cache ready: {folder}")
