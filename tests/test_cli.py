@@ -1,0 +1,163 @@
+"""The command line: every config parses and instantiates; fit -> test -> predict through the console script."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from video_cnn_rnn.cli import main, run_cli
+from video_cnn_rnn.models.classifier import VideoClassifier
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def tiny_args(root: Path, runs: Path, name: str = "tiny") -> list[str]:
+    """Shrunken settings: a timm test model, 32 px, 4 frames, one process, no workers."""
+    return [
+        "--seed_everything", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.max_epochs", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir", str(runs),
+        "--trainer.logger.name", name,
+        "--checkpoint.dirpath", str(runs / name / "checkpoints"),
+        "--model.backbone", "test_efficientnet",
+        "--model.head", "gru",
+        "--model.rnn_hidden_sizes", "[16]",
+        "--model.fc_hidden", "null",
+        "--model.dropout", "0.0",
+        "--data.train", str(root / "train.csv"),
+        "--data.test", str(root / "test.csv"),
+        "--data.num_frames", "4",
+        "--data.img_size", "32",
+        "--data.batch_size", "6",
+        "--data.num_workers", "0",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_parses_and_instantiates(config: Path, synthetic_root: Path, tmp_path: Path) -> None:
+    # Each config's own data paths point at datasets that are not here; everything else is taken as written.
+    overrides = [
+        "--data.train", str(synthetic_root / "train.csv"),
+        "--data.test", str(synthetic_root / "test.csv"),
+        "--data.video_root", "null",
+        "--model.pretrained", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ]  # fmt: skip
+    cli = run_cli(["--config", str(config), *overrides], run=False)
+    assert isinstance(cli.model, VideoClassifier)
+    assert cli.model.class_names == cli.datamodule.class_names
+    for key in ("num_frames", "img_size", "sampling"):
+        assert cli.model.hparams[key] == cli.datamodule.hparams[key]
+
+
+def test_print_config_is_complete_and_reusable(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    args = tiny_args(synthetic_root, tmp_path)
+    with pytest.raises(SystemExit):
+        run_cli(["fit", *args, "--print_config"])
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert "model:" in printed.read_text() and "checkpoint:" in printed.read_text()
+    cli = run_cli(["fit", "--config", str(printed), "--trainer.fast_dev_run", "true"])
+    assert cli.model.hparams.backbone == "test_efficientnet"
+    assert cli.trainer.state.finished
+
+
+def test_wrong_key_fails_readably_before_training(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny_args(synthetic_root, tmp_path), "--model.no_such_option", "1"])
+    assert exit_info.value.code != 0
+    assert "no_such_option" in capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists()  # nothing trained, nothing logged
+
+
+def test_missing_data_path_fails_readably_before_training(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nowhere" / "train.csv"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny_args(synthetic_root, tmp_path), "--data.train", str(missing)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "not found" in err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_missing_video_in_csv_is_listed_before_training(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    train = tmp_path / "train.csv"
+    rows = (synthetic_root / "train.csv").read_text().splitlines()
+    train.write_text("\n".join([rows[0], "train/ghost.mp4,disc_grow", *[str(synthetic_root / r) for r in rows[1:]]]))
+    # Absolute paths for the real rows; the ghost row resolves next to the new CSV and does not exist.
+    train.write_text(
+        "video_name,tag\n"
+        + "train/ghost.mp4,disc_grow\n"
+        + "\n".join(f"{synthetic_root / line.split(',')[0]},{line.split(',')[1]}" for line in rows[1:])
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny_args(synthetic_root, tmp_path), "--data.train", str(train)])
+    assert exit_info.value.code == 2
+    assert "ghost.mp4" in capsys.readouterr().err
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "video_cnn_rnn", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _last_version(folder: Path) -> Path:
+    return max(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+@pytest.mark.slow
+def test_fit_test_predict_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = tiny_args(synthetic_root, runs)
+    _run(["fit", *args], tmp_path)
+    checkpoints = runs / "tiny" / "checkpoints"
+    assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
+
+    # test, resumed from the checkpoint by path: the reports agree with the logged metrics.
+    _run(["test", *args, "--ckpt_path", str(checkpoints / "best.ckpt")], tmp_path)
+    log_dir = _last_version(runs / "tiny")
+    metrics = json.loads((log_dir / "test_metrics.json").read_text())
+    with (log_dir / "metrics.csv").open() as file:
+        logged = {k: float(v) for row in csv.DictReader(file) for k, v in row.items() if v and k.startswith("test_")}
+    assert metrics["test_acc"] == pytest.approx(logged["test_acc"], abs=1e-6)
+    with (log_dir / "test_per_class.csv").open() as file:
+        per_class = list(csv.DictReader(file))
+    num_test = len((synthetic_root / "test.csv").read_text().splitlines()) - 1
+    assert sum(int(row["support"]) for row in per_class) == num_test
+    assert (log_dir / "confusion_matrix.png").stat().st_size > 0
+
+    # predict by path, on a folder, with top-k printed like the seed and one CSV row per video.
+    result = _run(
+        ["predict", *args, "--ckpt_path", str(checkpoints / "best.ckpt"), "--data.predict", str(synthetic_root / "test"),
+         "--reports.top_k", "3", "--reports.gif", "true"],
+        tmp_path,
+    )  # fmt: skip
+    log_dir = _last_version(runs / "tiny")
+    with (log_dir / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == num_test and len({row["path"] for row in rows}) == num_test
+    assert "%" in result.stdout
+    assert len(list((log_dir / "gifs").glob("*.gif"))) == num_test
+
+    # The checkpoint alone rebuilds the model, its classes and frame settings.
+    model = VideoClassifier.load_from_checkpoint(checkpoints / "best.ckpt")
+    assert model.class_names == sorted(
+        {row.split(",")[1] for row in (synthetic_root / "train.csv").read_text().splitlines()[1:]}
+    )
+    assert (model.hparams.num_frames, model.hparams.img_size) == (4, 32)
+    ranked = model.predict_video(rows[0]["path"], top_k=2)
+    assert ranked[0][0] == rows[0]["label_1"]
+    assert ranked[0][1] == pytest.approx(float(rows[0]["prob_1"]), abs=1e-4)
+    assert torch.isfinite(torch.tensor([p for _, p in ranked])).all()
