@@ -1,0 +1,166 @@
+"""The frozen-backbone feature cache: keyed, reused, invalidated, atomic, and equivalent to end-to-end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from video_cnn_rnn.cache import FeatureCacheDataset, is_complete
+from video_cnn_rnn.data.collate import collate_clips
+from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.models.classifier import VideoClassifier
+
+
+def make_data(root: Path, cache: Path, **overrides) -> VideoDataModule:
+    settings = dict(
+        train=str(root / "train.csv"),
+        test=str(root / "test.csv"),
+        num_frames=4,
+        img_size=32,
+        batch_size=6,
+        num_workers=0,
+        feature_cache=str(cache),
+    )
+    return VideoDataModule(**{**settings, **overrides})
+
+
+def make_model(seed: int = 0, backbone: str = "test_efficientnet", **overrides) -> VideoClassifier:
+    torch.manual_seed(seed)
+    settings = dict(backbone=backbone, num_classes=6, rnn_hidden_sizes=[16], fc_hidden=None, dropout=0.0)
+    return VideoClassifier(**{**settings, **overrides}, num_frames=4, img_size=32)
+
+
+def trainer() -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> None:
+    model = make_model()
+    folder = make_data(synthetic_root, tmp_path).prepare_feature_cache(model, trainer())
+    assert is_complete(folder)
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == {"train", "val", "test"}
+    stamp = (folder / "complete.json").stat().st_mtime_ns
+    again = make_data(synthetic_root, tmp_path).prepare_feature_cache(model, trainer())
+    assert again == folder and (folder / "complete.json").stat().st_mtime_ns == stamp
+    split = FeatureCacheDataset(folder / "test")
+    assert split.features.dtype.name == "float16" and isinstance(split.features, __import__("numpy").memmap)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video"],
+)
+def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
+    base = make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(), trainer())
+    data_overrides, model = {}, make_model()
+    if change == "num_frames":
+        data_overrides = {"num_frames": 3}
+    elif change == "img_size":
+        data_overrides = {"img_size": 40}
+    elif change == "sampling":
+        data_overrides = {"sampling": "first"}
+    elif change == "weights":
+        model = make_model(seed=1)
+    elif change == "backbone":
+        model = make_model(backbone="test_resnet")
+    else:
+        video = tmp_path / "copy"
+        import shutil
+
+        shutil.copytree(synthetic_root, video)
+        base = make_data(video, tmp_path).prepare_feature_cache(make_model(), trainer())
+        first_video = video / (video / "train.csv").read_text().splitlines()[1].split(",")[0]
+        os.utime(first_video, ns=(time.time_ns(), time.time_ns() + 10**9))
+        changed = make_data(video, tmp_path).prepare_feature_cache(make_model(), trainer())
+        assert changed != base and is_complete(changed)
+        return
+    changed = make_data(synthetic_root, tmp_path, **data_overrides).prepare_feature_cache(model, trainer())
+    assert changed != base and is_complete(changed)
+
+
+def test_cache_needs_a_frozen_backbone(synthetic_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="frozen"):
+        make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(freeze="finetune"), trainer())
+
+
+def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path, tmp_path: Path) -> None:
+    cached_data = make_data(synthetic_root, tmp_path)
+    folder = cached_data.prepare_feature_cache(make_model(), trainer())
+    video_data = make_data(synthetic_root, tmp_path, feature_cache=None)
+    video_data.setup("fit")
+    videos = torch.utils.data.DataLoader(video_data.datasets["val"], batch_size=4, collate_fn=collate_clips)
+    features = torch.utils.data.DataLoader(FeatureCacheDataset(folder / "val"), batch_size=4, collate_fn=collate_clips)
+
+    from_cache, end_to_end = make_model(), make_model()
+    from_cache.train(), end_to_end.train()
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.5) for m in (from_cache, end_to_end)]
+    for feature_batch, video_batch in zip(features, videos, strict=True):
+        assert feature_batch["paths"] == video_batch["paths"]
+        for model, optimizer, batch in zip(
+            (from_cache, end_to_end), optimizers, (feature_batch, video_batch), strict=True
+        ):
+            optimizer.zero_grad()
+            model.training_step(batch, 0).backward()
+            optimizer.step()
+    assert all(p.grad is None for p in end_to_end.backbone.parameters())
+    from_cache.eval(), end_to_end.eval()
+    with torch.no_grad():
+        cached = from_cache._batch_logits(next(iter(features)))
+        direct = end_to_end._batch_logits(next(iter(videos)))
+    # The cache stores float16 features; everything else is identical.
+    torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)
+
+
+def test_interrupted_extraction_leaves_no_complete_cache(synthetic_root: Path, tmp_path: Path) -> None:
+    script = f"""
+import sys, lightning as L
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_cache import make_data, make_model, trainer
+import video_cnn_rnn.cache as cache
+original = cache._write_split
+def slow_write(folder, dataset, rows):
+    result = original(folder, dataset, rows)
+    print("WROTE", folder.name, flush=True)
+    import time; time.sleep(60)
+    return result
+cache._write_split = slow_write
+make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathlib").Path({str(tmp_path)!r})).prepare_feature_cache(make_model(), trainer())
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # the first split is on disk, the others are not
+        assert line.startswith("WROTE"), line
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    leftovers = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert leftovers, "the killed run should have left its staging folder behind"
+    assert not any(is_complete(p) for p in leftovers)
+    folder = make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(), trainer())
+    assert is_complete(folder) and folder not in leftovers
+
+
+@pytest.mark.slow
+def test_checkpoint_trained_from_cache_predicts_raw_videos(synthetic_root: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_cli import tiny_args
+
+    runs = tmp_path / "runs"
+    args = [*tiny_args(synthetic_root, runs), "--data.feature_cache", str(tmp_path / "cache")]
+    extract = subprocess.run([sys.executable, "-m", "video_cnn_rnn", "extract", *args], capture_output=True, text=True)
+    assert extract.returncode == 0, extract.stderr[-3000:]
+    assert "feature cache ready" in extract.stdout
+    fit = subprocess.run([sys.executable, "-m", "video_cnn_rnn", "fit", *args], capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert "using feature cache" in fit.stdout
+    checkpoint = runs / "tiny" / "checkpoints" / "best.ckpt"
+    model = VideoClassifier.load_from_checkpoint(checkpoint)
+    video = synthetic_root / (synthetic_root / "test.csv").read_text().splitlines()[1].split(",")[0]
+    ranked = model.predict_video(str(video), top_k=3)
+    assert len(ranked) == 3 and ranked[0][1] >= ranked[1][1]
