@@ -191,6 +191,8 @@ def check_manifest(
             problems += [f"{split}: file not found: {path}" for path in missing]
         missing_set = set(missing)
         checked[split] = [item for item in items if item[0] not in missing_set]
+        if split != "predict":
+            problems += [f"{split}: video without a label: {path}" for path, label in checked[split] if label is None]
         if split != "train":
             unseen = sorted({label for _, label in checked[split] if label is not None and label not in known})
             problems += [f"{split}: label {label!r} does not occur in the training data" for label in unseen]

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, load_clip
-from video_cnn_rnn.data.sampling import SamplingMode
+from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
 OnError = Literal["raise", "skip"]
 
@@ -44,6 +44,7 @@ class VideoDataset(Dataset):
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_sampling(num_frames, sampling, stride, target_fps)
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
         self.items = list(items)

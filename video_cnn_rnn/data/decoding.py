@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from video_cnn_rnn.data.sampling import SamplingMode, sample_indices
+from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
 
 Backend = Literal["decord", "pyav"]
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
@@ -97,10 +97,10 @@ def _decode_pyav(path: str, pick: IndexPicker, short_side: int | None) -> np.nda
         index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if short_side is not None:
-                    width, height = _scaled_size(frame.width, frame.height, short_side)
-                    frame = frame.reformat(width=width, height=height)
-                if index in wanted_set:
+                if index in wanted_set:  # scale only the frames that are kept
+                    if short_side is not None:
+                        width, height = _scaled_size(frame.width, frame.height, short_side)
+                        frame = frame.reformat(width=width, height=height)
                     frames.append(frame.to_ndarray(format="rgb24"))
                 if index >= last:
                     break
@@ -224,6 +224,7 @@ def load_clip(
     Returns ``(frames, length)``: frames uint8 ``[L, 3, img_size, img_size]`` holding the ``L <= num_frames``
     real frames (fewer when the video is shorter), and ``L``.
     """
+    check_sampling(num_frames, sampling, stride, target_fps)
 
     def pick(num_video_frames: int, fps: float | None) -> list[int]:
         return sample_indices(

@@ -65,12 +65,26 @@ def stride_indices(
     """Every ``stride``-th frame from the start; with ``target_fps``, the stride that gives that rate
     (the tutorial seed's ``int(fps / frame_rate)``)."""
     if target_fps is not None:
+        if target_fps <= 0:
+            raise ValueError(f"target_fps must be > 0, got {target_fps}")
         if not video_fps or video_fps <= 0:
             raise ValueError("stride sampling with target_fps needs the video's frame rate, which is unknown")
         stride = max(int(video_fps / target_fps), 1)
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     return list(range(0, num_video_frames, stride))[:num_frames]
+
+
+def check_sampling(num_frames: int, mode: str, stride: int = 1, target_fps: float | None = None) -> None:
+    """Reject bad sampling settings up front, so they are reported as settings, not as undecodable videos."""
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; choose one of {SAMPLING_MODES}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if target_fps is not None and target_fps <= 0:
+        raise ValueError(f"target_fps must be > 0, got {target_fps}")
 
 
 def sample_indices(

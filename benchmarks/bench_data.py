@@ -1,0 +1,360 @@
+"""Data-loading benchmark: the Keras seed's OpenCV loop vs ``load_clip`` (decord / PyAV), DataLoader scaling, memory.
+
+Run: ``.venv/bin/python benchmarks/bench_data.py`` (about 2-4 minutes on 2 cores; the videos are generated once
+and cached under ``$BENCH_CACHE``, default ``/tmp/video_cnn_rnn_bench``).
+
+What it measures:
+
+1. Clips per second on UCF101-like files (320x240, 25 fps, 4-10 s, half .avi MPEG-4 Part 2 and half .mp4 H.264,
+   keyframe every 250 frames, i.e. one per clip as in UCF101), one core, single-threaded decoders:
+   - ``seed loop``: the Keras seed's ``load_video``: ``cv2.VideoCapture`` reads every frame, centre-crops a
+     square, resizes it to 224, BGR -> RGB, and the first 20 frames are kept (``MAX_SEQ_LENGTH``);
+   - ``load_clip`` with ``first`` (20 frames) and ``uniform`` (20 frames over the whole video), 224 px, both backends;
+   - whole-stream baselines: decode every frame of the stream and nothing else (PyAV, decord sequential).
+2. DataLoader throughput (``VideoDataset`` + ``collate_clips``) with 1 and 2 workers.
+3. Peak memory (peak-RSS growth, VmHWM, in a fresh subprocess per measurement) of one ``load_clip`` on a 1080p H.264
+   video of 10 s and of 40 s: flat in the video's length, unlike the seed loop, which keeps every frame.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "threads;1")  # single-threaded OpenCV decoding
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+NUM_FRAMES, IMG_SIZE = 20, 224
+
+
+# ---------------------------------------------------------------- video generation
+
+
+def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A smooth random colour texture (low-frequency noise, upsampled), uint8 [H, W, 3]."""
+    import cv2
+
+    small = rng.integers(0, 255, size=(max(height // 24, 2), max(width // 24, 2), 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def encode_video(path: Path, num_frames: int, width: int, height: int, fps: int, seed: int, gop: int = 250) -> None:
+    """Write a panning textured scene with a moving disc and light sensor noise; long GOP (``gop`` frames).
+
+    .avi: MPEG-4 Part 2 (UCF101's XviD family); .mp4: H.264. Written to a temporary name, then renamed.
+    """
+    import av
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    scene = _texture(rng, height * 2, width * 2)
+    noise = [rng.normal(0, 3, size=(height, width, 3)).astype(np.int16) for _ in range(4)]
+    codec = "mpeg4" if path.suffix == ".avi" else "libx264"
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    with av.open(str(partial), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast" if width <= 640 else "ultrafast", "crf": "23"}
+            stream.options.update({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        else:
+            stream.bit_rate = 600_000
+            stream.options = {"g": str(gop), "sc_threshold": "1000000000"}
+        radius = height // 8
+        for t in range(num_frames):
+            p = t / max(num_frames - 1, 1)
+            top, left = int(p * height * 0.9), int((0.5 + 0.4 * np.sin(6.28 * p)) * width * 0.9)
+            frame = scene[top : top + height, left : left + width].copy()
+            centre = (int(width * (0.2 + 0.6 * p)), int(height * (0.5 + 0.3 * np.cos(9.4 * p))))
+            cv2.circle(frame, centre, radius, (230, 200, 40), -1)
+            frame = np.clip(frame.astype(np.int16) + noise[t % len(noise)], 0, 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    partial.replace(path)
+
+
+def ucf_like_files(cache: Path, count: int) -> list[Path]:
+    folder = cache / "ucf_like"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    durations = rng.uniform(4.0, 10.0, size=count)
+    paths = []
+    for i in range(count):
+        path = folder / f"clip_{i:02d}{'.avi' if i % 2 else '.mp4'}"
+        if not path.is_file():
+            encode_video(path, int(durations[i] * 25), 320, 240, fps=25, seed=i)
+        paths.append(path)
+    return paths
+
+
+def hd_files(cache: Path) -> dict[int, Path]:
+    """1080p H.264 at 10 fps (to keep generation quick): 10 s and 40 s."""
+    paths = {}
+    for seconds in (10, 40):
+        path = cache / f"hd_{seconds}s.mp4"
+        if not path.is_file():
+            encode_video(path, seconds * 10, 1920, 1080, fps=10, seed=100 + seconds)
+        paths[seconds] = path
+    return paths
+
+
+# ---------------------------------------------------------------- loaders under test
+
+
+def seed_load_video(path: str, max_frames: int = 0, resize: tuple[int, int] = (IMG_SIZE, IMG_SIZE)) -> np.ndarray:
+    """The Keras seed's load_video, verbatim (crop_center_square inlined)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    frames = []
+    try:
+        while True:
+            ret, frame = cap.read()
+            if not ret:
+                break
+            y, x = frame.shape[0:2]
+            min_dim = min(y, x)
+            start_x, start_y = (x // 2) - (min_dim // 2), (y // 2) - (min_dim // 2)
+            frame = frame[start_y : start_y + min_dim, start_x : start_x + min_dim]
+            frame = cv2.resize(frame, resize)
+            frame = frame[:, :, [2, 1, 0]]
+            frames.append(frame)
+            if len(frames) == max_frames:
+                break
+    finally:
+        cap.release()
+    return np.array(frames)
+
+
+def seed_loop(path: str) -> int:
+    """What the seed does per video: load every frame, keep the first MAX_SEQ_LENGTH."""
+    return len(seed_load_video(path)[:NUM_FRAMES])
+
+
+def load_clip_fn(backend: str, sampling: str):
+    from video_cnn_rnn.data.decoding import load_clip
+
+    def run(path: str) -> int:
+        return load_clip(path, num_frames=NUM_FRAMES, img_size=IMG_SIZE, sampling=sampling, backend=backend)[1]
+
+    return run
+
+
+def pyav_uniform_reformat_sampled_only(path: str) -> int:
+    """``load_clip(backend="pyav", sampling="uniform")`` with one change: only the sampled frames are scaled
+    (the library's ``_decode_pyav`` reformats every decoded frame before checking whether it was sampled)."""
+    import av
+
+    from video_cnn_rnn.data.decoding import _count_frames_pyav, _scaled_size, _to_clip
+    from video_cnn_rnn.data.sampling import sample_indices
+
+    num_video_frames, _ = _count_frames_pyav(path)
+    wanted = set(sample_indices(num_video_frames, NUM_FRAMES, "uniform"))
+    frames = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                width, height = _scaled_size(frame.width, frame.height, IMG_SIZE)
+                frames.append(frame.reformat(width=width, height=height).to_ndarray(format="rgb24"))
+            if index >= max(wanted):
+                break
+    return len(_to_clip(np.stack(frames), IMG_SIZE))
+
+
+def whole_stream_pyav(path: str) -> int:
+    """Decode every frame of the stream, no conversion (the floor for any sampler that reaches the end)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"  # pinned to one core below, so this cannot use more than one
+        return sum(1 for _ in container.decode(stream))
+
+
+def whole_stream_decord(path: str) -> int:
+    """decord reading every frame sequentially (native size)."""
+    import decord
+
+    reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+    count = 0
+    for _ in range(len(reader)):
+        reader.next()
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def time_per_pass(fn, paths: list[Path], repeats: int) -> float:
+    """Best of ``repeats`` passes over all files, in seconds per pass."""
+    fn(str(paths[0]))  # warm up: imports, codec initialisation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path in paths:
+            fn(str(path))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def per_clip_table(paths: list[Path], repeats: int) -> dict[str, float]:
+    methods = {
+        "seed loop (cv2, all frames, keep 20)": seed_loop,
+        "load_clip decord first": load_clip_fn("decord", "first"),
+        "load_clip pyav first": load_clip_fn("pyav", "first"),
+        "load_clip decord uniform": load_clip_fn("decord", "uniform"),
+        "load_clip pyav uniform": load_clip_fn("pyav", "uniform"),
+        "pyav uniform, scale sampled frames only": pyav_uniform_reformat_sampled_only,
+        "whole stream: pyav decode": whole_stream_pyav,
+        "whole stream: decord sequential": whole_stream_decord,
+    }
+    return {name: len(paths) / time_per_pass(fn, paths, repeats) for name, fn in methods.items()}
+
+
+def loader_throughput(paths: list[Path], workers: int, epochs: int = 2) -> float:
+    """Clips/s of the DataLoader (uniform, 20 frames, 224 px, decord) over the last of ``epochs`` epochs."""
+    from torch.utils.data import DataLoader
+
+    from video_cnn_rnn.data import VideoDataset, collate_clips
+
+    dataset = VideoDataset([(str(p), 0) for p in paths], num_frames=NUM_FRAMES, img_size=IMG_SIZE)
+    loader = DataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=collate_clips, persistent_workers=True)
+    rate = 0.0
+    for _ in range(epochs):  # the first epoch includes worker start-up
+        start = time.perf_counter()
+        count = sum(len(batch["paths"]) for batch in loader)
+        rate = count / (time.perf_counter() - start)
+    del loader
+    return rate
+
+
+_MEMORY_PROBE = """
+import json, resource, sys
+sys.path.insert(0, {repo!r})
+def peak_rss_kb():
+    # VmHWM: this process's own peak RSS. (ru_maxrss is inherited across fork+exec on Linux, so a child
+    # of a big parent would report the parent's peak.)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sys.argv = ["bench"]
+from benchmarks.bench_data import seed_load_video
+from video_cnn_rnn.data.decoding import load_clip
+method, path, warm = {method!r}, {path!r}, {warm!r}
+def run(p):
+    if method == "seed":
+        return seed_load_video(p)[:20]
+    return load_clip(p, num_frames=20, img_size=224, sampling="uniform", backend=method)[0]
+run(warm)  # load the codecs and libraries first, so only the clip's own memory is measured
+before = peak_rss_kb()
+clip = run(path)
+after = peak_rss_kb()
+print(json.dumps({{"delta_mb": (after - before) / 1024, "peak_mb": after / 1024, "frames": len(clip)}}))
+"""
+
+
+def peak_memory(method: str, path: Path, warm: Path) -> dict:
+    code = _MEMORY_PROBE.format(repo=str(REPO), method=method, path=str(path), warm=str(warm))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=24, help="UCF101-like files to generate and read")
+    parser.add_argument("--repeats", type=int, default=2, help="passes per method (best is kept)")
+    parser.add_argument("--cache", default=os.environ.get("BENCH_CACHE", "/tmp/video_cnn_rnn_bench"))
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    started = time.perf_counter()
+
+    paths = ucf_like_files(cache, args.files)
+    hd = hd_files(cache)
+    frames = []
+    for path in paths:
+        import av
+
+        with av.open(str(path)) as container:
+            frames.append(container.streams.video[0].frames)
+    warm = cache / "warm.mp4"  # a tiny clip to load the codecs before a memory measurement
+    if not warm.is_file():
+        encode_video(warm, 5, 320, 240, fps=25, seed=99)
+    print(f"generated/cached in {time.perf_counter() - started:.0f} s under {cache}")
+    print(f"{len(paths)} UCF101-like files: 320x240, 25 fps, {min(frames)}-{max(frames)} frames, GOP 250, ", end="")
+    print(
+        f"{sum(p.suffix == '.avi' for p in paths)} .avi (MPEG-4) + {sum(p.suffix == '.mp4' for p in paths)} .mp4 (H.264)"
+    )
+
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other processes share them)")
+    all_cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(all_cpus)})  # one core for the per-clip comparison: single-threaded decoders
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+        rates = per_clip_table(paths, args.repeats)
+    finally:
+        os.sched_setaffinity(0, all_cpus)
+
+    seed = rates["seed loop (cv2, all frames, keep 20)"]
+    whole = max(rates["whole stream: pyav decode"], rates["whole stream: decord sequential"])
+    print(f"\n1. Per-clip, one core, {NUM_FRAMES} frames at {IMG_SIZE}px")
+    print(f"{'method':40s} {'clips/s':>9s} {'vs seed':>9s} {'vs whole-stream':>16s}")
+    for name, rate in rates.items():
+        print(f"{name:40s} {rate:9.1f} {rate / seed:8.2f}x {rate / whole:15.2f}x")
+
+    print(f"\n2. DataLoader (uniform, {NUM_FRAMES}x{IMG_SIZE}px, decord, batch 2), {len(all_cpus)} cores available")
+    one, two = loader_throughput(paths, 1), loader_throughput(paths, 2)
+    print(f"1 worker: {one:.1f} clips/s   2 workers: {two:.1f} clips/s   ratio {two / one:.2f}x")
+
+    print("\n3. Peak memory of one clip (uniform, 20x224px) on 1080p H.264, 10 fps; peak-RSS growth per subprocess")
+    memory = {(m, s): peak_memory(m, hd[s], warm) for m in ("decord", "pyav", "seed") for s in sorted(hd)}
+    print(f"{'method':10s} " + " ".join(f"{f'{s} s video':>14s}" for s in sorted(hd)) + f" {'40s/10s':>8s}")
+    print("(seed = the seed loop: every frame at 224 px is kept in memory before the first 20 are taken)")
+    for method in ("decord", "pyav", "seed"):
+        cells = [memory[(method, s)]["delta_mb"] for s in sorted(hd)]
+        ratio = cells[-1] / max(cells[0], 1.0)
+        peak = memory[(method, max(hd))]["peak_mb"]
+        print(
+            f"{method:10s} " + " ".join(f"{c:11.0f} MB" for c in cells) + f" {ratio:7.2f}x   (peak RSS {peak:.0f} MB)"
+        )
+
+    decord_first, decord_uniform = rates["load_clip decord first"], rates["load_clip decord uniform"]
+    pyav_uniform = rates["load_clip pyav uniform"]
+    flat = all(memory[(m, 40)]["delta_mb"] <= 1.25 * memory[(m, 10)]["delta_mb"] + 16 for m in ("decord", "pyav"))
+    print("\nTargets")
+    checks = [
+        (f"decord first >= 8x seed loop ({decord_first / seed:.1f}x)", decord_first >= 8 * seed),
+        (f"decord uniform >= 2x seed loop ({decord_uniform / seed:.1f}x)", decord_uniform >= 2 * seed),
+        (
+            f"decord uniform within 10% of whole-stream decode ({decord_uniform / whole:.2f})",
+            decord_uniform >= 0.9 * whole,
+        ),
+        (f"pyav uniform >= 2x seed loop ({pyav_uniform / seed:.1f}x)", pyav_uniform >= 2 * seed),
+        (f"pyav uniform within 10% of whole-stream decode ({pyav_uniform / whole:.2f})", pyav_uniform >= 0.9 * whole),
+        (f"2 workers >= 1.8x one ({two / one:.2f}x)", two >= 1.8 * one),
+        ("peak memory flat in video length (40 s <= 1.25x 10 s + 16 MB)", flat),
+    ]
+    for text, ok in checks:
+        print(f"  [{'PASS' if ok else 'MISS'}] {text}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

