@@ -161,3 +161,24 @@ def test_fit_test_predict_end_to_end(synthetic_root: Path, tmp_path: Path) -> No
     assert ranked[0][0] == rows[0]["label_1"]
     assert ranked[0][1] == pytest.approx(float(rows[0]["prob_1"]), abs=1e-4)
     assert torch.isfinite(torch.tensor([p for _, p in ranked])).all()
+
+
+def test_bad_video_is_skipped_and_reported_without_stopping_training(synthetic_root: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_text("this is not a video")
+    rows = (synthetic_root / "train.csv").read_text().splitlines()[1:]
+    train = tmp_path / "train.csv"
+    # batch_size 1 with the corrupt video first: one batch is empty after skipping, and training goes on.
+    train.write_text(
+        "video_name,tag\n"
+        + f"{corrupt},disc_grow\n"
+        + "\n".join(f"{synthetic_root / line.split(',')[0]},{line.split(',')[1]}" for line in rows)
+    )
+    runs = tmp_path / "runs"
+    args = [*tiny_args(synthetic_root, runs), "--data.train", str(train), "--data.on_error", "skip"]
+    args += ["--data.batch_size", "1", "--trainer.max_epochs", "1", "--data.val_fraction", "0.3"]
+    with pytest.warns(UserWarning, match="corrupt.mp4"):
+        cli = run_cli(["fit", *args])
+    assert cli.trainer.state.finished
+    reports = list(runs.glob("tiny/version_*/skipped_videos.txt"))
+    assert reports and str(corrupt) in reports[0].read_text()

@@ -8,6 +8,7 @@ video-cnn-rnn synthetic data/synthetic                         # write the embed
 """
 
 import sys
+import warnings
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -93,6 +94,8 @@ def synthetic_main(args: list[str]) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    # A frozen backbone is kept in eval mode on purpose (BatchNorm statistics must not move).
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     argv = sys.argv[1:] if args is None else args
     try:
         if argv and argv[0] == "synthetic":

@@ -274,8 +274,10 @@ class VideoClassifier(L.LightningModule):
             label_smoothing=self.hparams.label_smoothing,
         )
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor | None:
         labels = batch["labels"]
+        if len(labels) == 0:
+            return None  # every video of the batch failed to decode and was skipped (on_error="skip")
         logits = self._batch_logits(batch)
         loss = self._loss(logits, labels)
         batch_size = len(labels)
@@ -295,17 +297,19 @@ class VideoClassifier(L.LightningModule):
             self.test_per_class.update(preds, labels)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """-> {"paths": list[str], "probs": float32 [B, C] on CPU}."""
+        if len(batch["labels"]) == 0:
+            return {"paths": [], "probs": torch.zeros(0, self.num_classes)}
         probs = self._batch_logits(batch).float().softmax(dim=-1)
         return {"paths": list(batch.get("paths", [])), "probs": probs.cpu()}
 
