@@ -77,20 +77,21 @@ class FeatureCacheDataset(Dataset):
     single cached clip cannot give); evaluation uses the first.
     """
 
-    def __init__(self, folder: str | Path, training: bool = False, seed: int = 0) -> None:
+    def __init__(self, folder: str | Path, training: bool = False) -> None:
         folder = Path(folder)
         self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, D]
         self.lengths = np.load(folder / "lengths.npy")
         self.labels = np.load(folder / "labels.npy")
         self.paths: list[str] = json.loads((folder / "paths.json").read_text())
         self.training = training
-        self._rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = self._rng.randrange(self.features.shape[1]) if self.training else 0
+        # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the drawn
+        # clip does not depend on the worker that loads the item and is reproduced after a resume.
+        clip = random.randrange(self.features.shape[1]) if self.training else 0
         length = int(self.lengths[index])
         features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
         label = int(self.labels[index])

@@ -92,8 +92,10 @@ class RunReports(L.Callback):
         self._rows: list[list[Any]] = []
         self._skipped: set[str] = set()
 
-    def folder(self, trainer: L.Trainer) -> Path:
-        return Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Resolved once here, where every rank runs: under DDP trainer.log_dir is a collective call, so asking
+        # for it later on rank 0 alone would wait forever for the other ranks.
+        self._folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
 
     # Skipped videos (on_error="skip"): collected from every batch of every stage.
     def _collect_skipped(self, batch: Any) -> None:
@@ -112,7 +114,7 @@ class RunReports(L.Callback):
     def _write_skipped(self, trainer: L.Trainer) -> None:
         skipped = sorted(self._gather(trainer, sorted(self._skipped)))
         if trainer.is_global_zero and skipped:
-            path = self.folder(trainer) / "skipped_videos.txt"
+            path = self._folder / "skipped_videos.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("\n".join(skipped) + "\n")
             rank_zero_info(f"{len(skipped)} video(s) could not be decoded and were skipped; list: {path}")
@@ -134,7 +136,7 @@ class RunReports(L.Callback):
         report = getattr(pl_module, "test_report", None)
         if not trainer.is_global_zero or not report:
             return
-        paths = write_test_report(report, self.folder(trainer))
+        paths = write_test_report(report, self._folder)
         rank_zero_info(f"test reports: {', '.join(str(p) for p in paths.values())}")
 
     # Predictions: each rank keeps its rows; rank 0 merges them into one file at the end.
@@ -152,7 +154,7 @@ class RunReports(L.Callback):
                 if frames.dim() == 5:  # [K, T, C, H, W]: show the first clip
                     frames = frames[0]
                 frames = frames[: int(batch["lengths"][row])]
-                gif_dir = self.folder(trainer) / "gifs"
+                gif_dir = self._folder / "gifs"
                 gif_dir.mkdir(parents=True, exist_ok=True)
                 caption = f"{ranked[0][0]} {100 * ranked[0][1]:.1f}%"
                 write_gif(frames, caption, gif_dir / f"{Path(path).stem}.gif")
@@ -164,7 +166,7 @@ class RunReports(L.Callback):
             return
         k = max(((len(row) - 1) // 2 for row in rows), default=self.top_k)
         header = ["path"] + [f"{field}_{i}" for i in range(1, k + 1) for field in ("label", "prob")]
-        folder = self.folder(trainer)
+        folder = self._folder
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "predictions.csv"
         with path.open("w", newline="") as file:

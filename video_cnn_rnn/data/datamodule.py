@@ -19,6 +19,7 @@ from video_cnn_rnn.data.annotations import (
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend
+from video_cnn_rnn.data.resumable import ResumableDataLoader, ResumableSampler
 from video_cnn_rnn.data.sampling import SamplingMode
 
 
@@ -144,9 +145,7 @@ class VideoDataModule(L.LightningDataModule):
             from video_cnn_rnn.cache import FeatureCacheDataset
 
             for split in self._split_items(stage):
-                self.datasets[split] = FeatureCacheDataset(
-                    self.cache_folder / split, training=split == "train", seed=hp.seed
-                )
+                self.datasets[split] = FeatureCacheDataset(self.cache_folder / split, training=split == "train")
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
@@ -185,19 +184,25 @@ class VideoDataModule(L.LightningDataModule):
         )
         return self.cache_folder
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
         hp = self.hparams
         dataset = self.datasets[split]
-        sampler = self._eval_sampler(dataset) if split != "train" else None
-        return DataLoader(
+        if sampler is None and split != "train":
+            sampler = self._eval_sampler(dataset)
+        # A ResumableSampler comes with its stateful loader (checkpointed position and RNG, see resumable.py).
+        loader_class = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
+        return loader_class(
             dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             num_workers=hp.num_workers,
             collate_fn=collate_clips,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            # Each loader draws its workers' base seed from its own generator, never from the global torch RNG:
+            # otherwise the moment an iterator is first created (it differs between a resumed run and an
+            # uninterrupted one, e.g. the skipped sanity check) would shift the dropout RNG of all later steps.
+            generator=torch.Generator().manual_seed(hp.seed),
         )
 
     def _eval_sampler(self, dataset: Dataset) -> Any:
@@ -213,7 +218,19 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled by ``(seed, epoch)``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
+        position (epoch, batches consumed, RNG states) in every checkpoint and ``fit --ckpt_path`` continues
+        from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``)."""
+        trainer = self.trainer
+        distributed = trainer is not None and trainer.world_size > 1
+        sampler = ResumableSampler(
+            self.datasets["train"],
+            num_replicas=trainer.world_size if distributed else 1,
+            rank=trainer.global_rank if distributed else 0,
+            shuffle=True,
+            seed=self.hparams.seed,
+        )
+        return self._loader("train", sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
