@@ -164,3 +164,28 @@ def test_checkpoint_trained_from_cache_predicts_raw_videos(synthetic_root: Path,
     video = synthetic_root / (synthetic_root / "test.csv").read_text().splitlines()[1].split(",")[0]
     ranked = model.predict_video(str(video), top_k=3)
     assert len(ranked) == 3 and ranked[0][1] >= ranked[1][1]
+
+
+@pytest.mark.slow
+def test_ddp_extraction_equals_single_process(synthetic_root: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_cli import tiny_args
+
+    folders = {}
+    for name, extra in (("single", []), ("ddp", ["--trainer.strategy", "ddp", "--trainer.devices", "2"])):
+        args = [*tiny_args(synthetic_root, tmp_path / "runs"), *extra, "--data.feature_cache", str(tmp_path / name)]
+        result = subprocess.run(
+            [sys.executable, "-m", "video_cnn_rnn", "extract", *args], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        (folder,) = [p for p in (tmp_path / name).iterdir() if is_complete(p)]
+        folders[name] = folder
+    assert folders["single"].name == folders["ddp"].name  # same fingerprint
+    for split in ("train", "val", "test"):
+        single, ddp = (FeatureCacheDataset(folders[k] / split) for k in ("single", "ddp"))
+        assert single.paths == ddp.paths
+        np.testing.assert_array_equal(single.labels, ddp.labels)
+        np.testing.assert_array_equal(single.lengths, ddp.lengths)
+        np.testing.assert_array_equal(np.asarray(single.features), np.asarray(ddp.features))

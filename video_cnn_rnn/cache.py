@@ -16,13 +16,14 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import VideoDataset
@@ -103,12 +104,46 @@ class FeatureCacheDataset(Dataset):
         }
 
 
-class _Extractor(L.LightningModule):
-    """Runs a VideoClassifier's backbone on real frames only, for Trainer.predict (and so for DDP)."""
+class _RoundRobinBatches(Sampler[list[int]]):
+    """Consecutive batches of ``batch_size`` indices, every ``world``-th one starting at ``rank``."""
 
-    def __init__(self, classifier: torch.nn.Module) -> None:
+    def __init__(self, length: int, batch_size: int, rank: int, world: int) -> None:
+        batches = [list(range(i, min(i + batch_size, length))) for i in range(0, length, batch_size)]
+        # Lightning needs a batch on every rank; a repeated batch is harmless, the writer keys rows by path.
+        self.batches = batches[rank::world] or batches[:1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Extractor(L.LightningModule):
+    """Runs a VideoClassifier's backbone on real frames only, for Trainer.predict (and so for DDP).
+
+    Its loader cuts the dataset into the same batches whatever the number of processes and deals whole batches
+    to ranks round-robin: a clip is always computed in the same batch, so a DDP cache is bit-identical to a
+    single-process one (CPU and GPU kernels may round differently for different batch compositions).
+    """
+
+    def __init__(self, classifier: torch.nn.Module, dataset: VideoDataset, batch_size: int, num_workers: int) -> None:
         super().__init__()
         self.classifier = classifier
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+
+    def predict_dataloader(self) -> DataLoader:
+        # Called after the processes started, so global_rank is this process's.
+        batches = _RoundRobinBatches(
+            len(self.dataset), self.batch_size, self.trainer.global_rank, self.trainer.world_size
+        )
+        return DataLoader(
+            self.dataset,
+            batch_sampler=batches,
+            collate_fn=collate_clips,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         frames, mask = batch["frames"], batch["mask"].bool()
@@ -150,6 +185,7 @@ def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
         enable_progress_bar=trainer.progress_bar_callback is not None,
         callbacks=[callback],
         inference_mode=True,
+        use_distributed_sampler=False,  # the extractor deals batches to ranks itself
     )
 
 
@@ -180,7 +216,12 @@ def _write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.n
 
 
 def build_feature_cache(
-    model: torch.nn.Module, datasets: dict[str, VideoDataset], root: str | Path, trainer: L.Trainer, batch_size: int = 8
+    model: torch.nn.Module,
+    datasets: dict[str, VideoDataset],
+    root: str | Path,
+    trainer: L.Trainer,
+    batch_size: int = 8,
+    num_workers: int = 0,
 ) -> Path:
     """Reuse or create the cache for ``datasets`` under ``root``; returns the cache folder.
 
@@ -198,12 +239,9 @@ def build_feature_cache(
     shards = root / f".{folder.name}.shards"
     shards.mkdir(exist_ok=True)
     skipped: dict[str, list[str]] = {}
-    staging: Path | None = None
-    extractor = _Extractor(model)
     for split, dataset in sorted(datasets.items()):
-        writer = _ShardWriter(shards / split)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_clips)
-        _extraction_trainer(trainer, writer).predict(extractor, loader, return_predictions=False)
+        extractor = _Extractor(model, dataset, batch_size, num_workers)
+        _extraction_trainer(trainer, _ShardWriter(shards / split)).predict(extractor, return_predictions=False)
     distributed = trainer.world_size > 1 and torch.distributed.is_initialized()
     if distributed:
         torch.distributed.barrier()  # every rank's shards are on disk before rank 0 reads them

@@ -180,7 +180,12 @@ class VideoDataModule(L.LightningDataModule):
         stages = ("fit", "test") if self.hparams.test else ("fit",)
         datasets = {name: ds for stage in stages for name, ds in self._video_datasets(stage).items()}
         self.cache_folder = build_feature_cache(
-            model, datasets, self.hparams.feature_cache, trainer, batch_size=self.hparams.batch_size
+            model,
+            datasets,
+            self.hparams.feature_cache,
+            trainer,
+            batch_size=self.hparams.batch_size,
+            num_workers=self.hparams.num_workers,
         )
         return self.cache_folder
 
