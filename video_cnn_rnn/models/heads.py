@@ -126,7 +126,10 @@ class TransformerHead(nn.Module):
             raise ValueError(f"d_model={d_model} must be divisible by num_heads={num_heads}")
         self.proj = nn.Linear(in_features, d_model) if d_model != in_features else nn.Identity()
         self.pos_embedding = nn.Parameter(torch.zeros(1, max_len, d_model))
-        nn.init.trunc_normal_(self.pos_embedding, std=0.02)
+        # std 0.2, not the usual 0.02: frozen CNN features change little from frame to frame, and a near-zero
+        # positional signal is drowned by them, so the head learns to ignore order (measured on the synthetic
+        # time-reversed pairs: 48-60% test accuracy with 0.02, 100% with 0.2).
+        nn.init.trunc_normal_(self.pos_embedding, std=0.2)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
         layer = nn.TransformerEncoderLayer(
             d_model,
