@@ -174,7 +174,8 @@ def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
     """A Trainer on the same devices, processes and precision as ``trainer``, without its callbacks/loggers."""
     distributed = trainer.world_size > 1
     return L.Trainer(
-        accelerator=trainer.accelerator,
+        # A string, not the Accelerator object: Lightning picks the autocast device from it ("cpu" -> CPU autocast).
+        accelerator=trainer.strategy.root_device.type,
         devices=trainer.num_devices,
         num_nodes=trainer.num_nodes,
         strategy="ddp" if distributed else "auto",
