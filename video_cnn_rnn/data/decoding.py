@@ -72,36 +72,39 @@ def _decode_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.n
         return _decode_pyav(path, pick, short_side)
 
 
-def _count_frames_pyav(path: str) -> tuple[int, float | None]:
-    import av
+def _rgb(frame, short_side: int | None) -> np.ndarray:
+    """A decoded PyAV frame as RGB [H, W, 3], scaled in the same conversion pass as the colour conversion."""
+    if short_side is None:
+        return frame.to_ndarray(format="rgb24")
+    width, height = _scaled_size(frame.width, frame.height, short_side)
+    return frame.to_ndarray(format="rgb24", width=width, height=height)
 
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else None
-        if stream.frames > 0:
-            return stream.frames, fps
-        # Containers without a frame count in the header: count packets, which needs no decoding.
-        return sum(1 for packet in container.demux(stream) if packet.size > 0), fps
+
+def _frame_count_pyav(container, stream) -> int:
+    if stream.frames > 0:
+        return stream.frames
+    # Containers without a frame count in the header: count packets (no decoding), then rewind.
+    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    container.seek(0, backward=True, any_frame=False, stream=stream)
+    return count
 
 
 def _decode_pyav(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
     import av
 
-    num_video_frames, fps = _count_frames_pyav(path)
-    wanted = pick(num_video_frames, fps) if num_video_frames > 0 else []
     frames: list[np.ndarray] = []
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        fps = float(stream.average_rate) if stream.average_rate else None
+        num_video_frames = _frame_count_pyav(container, stream)
+        wanted = pick(num_video_frames, fps) if num_video_frames > 0 else []
         wanted_set, last = set(wanted), (max(wanted) if wanted else -1)
         index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if index in wanted_set:  # scale only the frames that are kept
-                    if short_side is not None:
-                        width, height = _scaled_size(frame.width, frame.height, short_side)
-                        frame = frame.reformat(width=width, height=height)
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                if index in wanted_set:  # convert and scale only the frames that are kept
+                    frames.append(_rgb(frame, short_side))
                 if index >= last:
                     break
         except av.error.FFmpegError:
@@ -119,16 +122,12 @@ def _decode_pyav_all(path: str, pick: IndexPicker, short_side: int | None) -> np
     import av
 
     frames: list[np.ndarray] = []
-    fps = None
     with av.open(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate) if stream.average_rate else None
         try:
             for frame in container.decode(stream):
-                if short_side is not None:
-                    width, height = _scaled_size(frame.width, frame.height, short_side)
-                    frame = frame.reformat(width=width, height=height)
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(_rgb(frame, short_side))
         except av.error.FFmpegError:
             pass
     if not frames:

@@ -84,6 +84,9 @@ class VideoClassifier(L.LightningModule):
         sampling: frame sampling strategy name, stored for the same reason.
         channels_last: run convolutional backbones in channels_last memory format.
         compile_backbone: ``torch.compile`` the backbone in place (state-dict keys are unchanged).
+        backbone_batch_size: at most this many frames per backbone call; ``None`` runs all real frames of a
+            batch at once. Chunks bound inference memory, and on CPUs ~32 frames per call is faster than
+            one large call (benchmarks/bench_cache.py).
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class VideoClassifier(L.LightningModule):
         sampling: str = "uniform",
         channels_last: bool = True,
         compile_backbone: bool = False,
+        backbone_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None:
@@ -224,16 +228,21 @@ class VideoClassifier(L.LightningModule):
             images = frames[mask]  # [B, T, C, H, W] -> [N, C, H, W], N = real frames
         else:
             images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
-        images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
-        if self.use_channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(images)  # [N, D]
+        chunk = self.hparams.get("backbone_batch_size") or max(len(images), 1)
+        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D]
         if not real_frames_only:
             feats = feats.view(batch, steps, -1)  # [B * T, D] -> [B, T, D]
             return feats * mask.unsqueeze(-1).to(feats.dtype)
         out = feats.new_zeros(batch, steps, feats.shape[-1])
         out[mask] = feats  # [N, D] -> [B, T, D]
         return out
+
+    def _backbone_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D]."""
+        images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
+        if self.use_channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
 
     def forward_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Head and classifier only: features [B, T, D], mask [B, T] -> logits [B, num_classes]."""
