@@ -133,6 +133,17 @@ def test_ddp_fit_test_predict(dataset: dict[str, Path], tmp_path: Path) -> None:
         support = sum(int(row["support"]) for row in csv.DictReader(file))
     assert support == 17  # 18 would mean a padded duplicate
 
+    # Validate under DDP gives the single-process validation metrics too.
+    val_metrics = {}
+    for name, extra in (("ddp", _ddp()), ("single", ["--trainer.devices=1"])):
+        _run(
+            "validate", _common_args(dataset, logs, name, "validate") + extra + [f"--ckpt_path={checkpoint}"], tmp_path
+        )
+        with (logs / name / "validate" / "metrics.csv").open() as file:
+            rows = [row for row in csv.DictReader(file) if row.get("val_acc")]
+        val_metrics[name] = {key: float(rows[-1][key]) for key in ("val_loss", "val_acc")}
+    assert val_metrics["ddp"] == pytest.approx(val_metrics["single"], rel=1e-5, abs=1e-6)
+
     # Predict under DDP: rank 0 merges every rank's rows into one file, with no padded duplicates.
     predict_args = _common_args(dataset, logs, "ddp", "predict") + _ddp()
     predict_args += [f"--ckpt_path={checkpoint}", f"--data.predict={dataset['test']}"]

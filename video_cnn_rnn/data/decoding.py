@@ -73,11 +73,14 @@ def _decode_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.n
 
 
 def _rgb(frame, short_side: int | None) -> np.ndarray:
-    """A decoded PyAV frame as RGB [H, W, 3], scaled in the same conversion pass as the colour conversion."""
-    if short_side is None:
-        return frame.to_ndarray(format="rgb24")
-    width, height = _scaled_size(frame.width, frame.height, short_side)
-    return frame.to_ndarray(format="rgb24", width=width, height=height)
+    """A decoded PyAV frame as RGB [H, W, 3], scaled first.
+
+    Scale, then convert: ``to_ndarray(width=..., height=...)`` in one call measured ~2x slower here.
+    """
+    if short_side is not None:
+        width, height = _scaled_size(frame.width, frame.height, short_side)
+        frame = frame.reformat(width=width, height=height)
+    return frame.to_ndarray(format="rgb24")
 
 
 def _frame_count_pyav(container, stream) -> int:
