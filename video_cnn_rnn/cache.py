@@ -202,7 +202,6 @@ def _write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.n
     features = np.lib.format.open_memmap(
         folder / "features.npy", mode="w+", dtype=np.float16, shape=(len(kept), clips, dataset.num_frames, dim)
     )
-    features[:] = 0
     lengths = np.zeros(len(kept), dtype=np.int64)
     for row, (path, _) in enumerate(kept):
         values, length = rows[path]

@@ -253,3 +253,16 @@ def test_missing_decord_points_to_pyav(video_dir, monkeypatch):
         load_clip(video_dir["mp4"], num_frames=2, img_size=16, backend="decord")
     clip, _ = load_clip(video_dir["mp4"], num_frames=2, img_size=16, backend="pyav")
     assert clip.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_clips_equals_separate_clips_with_one_decode(video_dir, backend, monkeypatch):
+    path = str(video_dir["mp4"])
+    separate = [load_clip(path, 6, 32, "segment", backend=backend, segment_offset=(k + 0.5) / 3)[0] for k in range(3)]
+    calls = []
+    real_decode = decoding.decode_frames
+    monkeypatch.setattr(decoding, "decode_frames", lambda *a, **kw: calls.append(1) or real_decode(*a, **kw))
+    clips, length = decoding.load_clips(path, 3, num_frames=6, img_size=32, backend=backend)
+    assert len(calls) == 1 and clips.shape == (3, 6, 3, 32, 32) and length == 6
+    for k in range(3):
+        assert torch.equal(clips[k], separate[k])

@@ -4,7 +4,7 @@ from video_cnn_rnn.data.annotations import ManifestError, read_source, split_tra
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import VideoDecodeError, load_clip
+from video_cnn_rnn.data.decoding import VideoDecodeError, load_clip, load_clips
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 
@@ -16,6 +16,7 @@ __all__ = [
     "collate_clips",
     "generate_synthetic_dataset",
     "load_clip",
+    "load_clips",
     "read_source",
     "sample_indices",
     "split_train_val",

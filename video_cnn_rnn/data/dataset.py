@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, load_clip
+from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, load_clip, load_clips
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
 OnError = Literal["raise", "skip"]
@@ -58,26 +58,30 @@ class VideoDataset(Dataset):
         return len(self.items)
 
     def _load(self, path: str, index: int) -> tuple[torch.Tensor, int]:
-        common = dict(
-            num_frames=self.num_frames,
-            img_size=self.img_size,
-            backend=self.backend,
-            stride=self.stride,
-            target_fps=self.target_fps,
-            timeout_s=self.decode_timeout,
-        )
         if self.clips_per_video == 1:
-            return load_clip(path, sampling=self.sampling, training=self.training, **common)
-        clips = []
-        for k in range(self.clips_per_video):
-            if self.training:  # K different random segment samples, reproducible per (seed, video, clip)
-                rng = random.Random(f"{self.seed}:{index}:{k}")
-                clip, _ = load_clip(path, sampling="segment", training=True, rng=rng, **common)
-            else:  # K evenly offset segment samples
-                clip, _ = load_clip(path, sampling="segment", segment_offset=(k + 0.5) / self.clips_per_video, **common)
-            clips.append(clip)
-        length = min(clip.shape[0] for clip in clips)
-        return torch.stack([clip[:length] for clip in clips]), length  # [K, L, C, H, W]
+            return load_clip(
+                path,
+                self.num_frames,
+                self.img_size,
+                self.sampling,
+                training=self.training,
+                backend=self.backend,
+                stride=self.stride,
+                target_fps=self.target_fps,
+                timeout_s=self.decode_timeout,
+            )
+        # K segment clips from one decode; training draws K reproducible random samples per (seed, video, clip).
+        rngs = [random.Random(f"{self.seed}:{index}:{k}") for k in range(self.clips_per_video)]
+        return load_clips(
+            path,
+            self.clips_per_video,
+            self.num_frames,
+            self.img_size,
+            training=self.training,
+            backend=self.backend,
+            timeout_s=self.decode_timeout,
+            rngs=rngs if self.training else None,
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.items[index]

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
+from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["decord", "pyav"]
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
@@ -244,3 +244,44 @@ def load_clip(
     frames = decode_frames(path, pick, short_side=img_size, backend=backend, timeout_s=timeout_s)
     clip = _to_clip(frames, img_size)
     return clip, clip.shape[0]
+
+
+def load_clips(
+    path: str | Path,
+    num_clips: int,
+    num_frames: int = 20,
+    img_size: int = 224,
+    training: bool = False,
+    backend: Backend = "decord",
+    timeout_s: float | None = 60.0,
+    rngs: list[random.Random] | None = None,
+) -> tuple[torch.Tensor, int]:
+    """K ``segment`` clips of one video from a single decode (frames shared between clips are decoded once).
+
+    Training draws a random frame per segment for each clip (``rngs[k]`` for clip k); evaluation takes the
+    evenly offset positions (k + 0.5) / K of every segment, as multi-clip testing does.
+    Returns ``(frames, length)``: uint8 ``[K, L, 3, img_size, img_size]`` and ``L``.
+    """
+    check_sampling(num_frames, "segment")
+    per_clip: list[list[int]] = []
+
+    def pick(num_video_frames: int, fps: float | None) -> list[int]:
+        per_clip[:] = [
+            segment_indices(
+                num_video_frames,
+                num_frames,
+                training,
+                rng=rngs[k] if rngs else None,
+                offset=None if training else (k + 0.5) / num_clips,
+            )
+            for k in range(num_clips)
+        ]
+        return sorted({index for indices in per_clip for index in indices})
+
+    frames = _to_clip(decode_frames(path, pick, short_side=img_size, backend=backend, timeout_s=timeout_s), img_size)
+    union = sorted({index for indices in per_clip for index in indices})
+    if len(frames) != len(union):
+        raise VideoDecodeError(f"{path}: decoded {len(frames)} of the {len(union)} frames requested")
+    row = {index: position for position, index in enumerate(union)}
+    clips = torch.stack([frames[[row[index] for index in indices]] for indices in per_clip])  # [K, L, C, H, W]
+    return clips, clips.shape[1]
