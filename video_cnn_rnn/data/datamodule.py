@@ -46,7 +46,7 @@ class VideoDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes per process.
         pin_memory: page-locked host memory for faster, non-blocking host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
-        backend: video decoder, ``decord`` or ``pyav`` (for platforms without decord wheels).
+        backend: video decoder: ``auto`` (PyAV's single pass, decord where seeking pays), ``decord``, or ``pyav``.
         on_error: a video that is missing or fails to decode: ``raise`` (stop, naming the file) or ``skip``
             (drop it with a warning and report it).
         decode_timeout: seconds before one video's decode is abandoned as bad; ``0`` disables.
@@ -76,7 +76,7 @@ class VideoDataModule(L.LightningDataModule):
         num_workers: int = 2,
         pin_memory: bool = True,
         persistent_workers: bool = True,
-        backend: Backend = "decord",
+        backend: Backend = "auto",
         on_error: OnError = "raise",
         decode_timeout: float = 60.0,
         seed: int = 42,

@@ -34,7 +34,7 @@ class VideoDataset(Dataset):
         img_size: int = 224,
         sampling: SamplingMode = "uniform",
         training: bool = False,
-        backend: Backend = "decord",
+        backend: Backend = "auto",
         on_error: OnError = "raise",
         stride: int = 1,
         target_fps: float | None = None,

@@ -6,21 +6,34 @@ users' own code all call it, so training and inference see identical frames.
 Only the sampled frames are decoded into memory, and the decoder itself scales them (shorter side to
 ``img_size``) before the centre crop, so memory per clip depends on ``num_frames`` and ``img_size``, not on
 the video's resolution or length.
+
+Backends, by name: ``pyav`` reads a video in one sequential pass that stops at the last wanted frame and
+lets the decoder drop unwanted non-reference frames; ``decord`` seeks to the keyframe before each wanted
+frame. ``auto`` (the default) reads the packet index first and takes decord only where seeking saves most of
+the decoding (sparse frames of a short-GOP video), PyAV everywhere else (a prefix of the video, or frames
+spread over a long-GOP video where every frame must be decoded anyway), and PyAV alone where decord has no
+wheel.
 """
 
+import bisect
 import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import av
 import numpy as np
 import torch
 
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
-Backend = Literal["decord", "pyav"]
-BACKENDS: tuple[str, ...] = ("decord", "pyav")
+Backend = Literal["auto", "decord", "pyav"]
+BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
+# decord decodes a frame ~1.5x slower than PyAV's sequential pass on the same stream, and each seek flushes the
+# decoder: random access goes to decord only when it decodes less than 1/2 of what one pass would
+# (benchmarks/bench_data.py, "short-GOP" rows).
+_DECORD_RELATIVE_COST = 2.0
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
 
@@ -46,9 +59,15 @@ def _scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
 
-def _probe_size(path: str) -> tuple[int, int]:
-    import av
+def _decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
+
+def _probe_size(path: str) -> tuple[int, int]:
     with av.open(path) as container:
         stream = container.streams.video[0]
         return stream.codec_context.width, stream.codec_context.height
@@ -83,47 +102,120 @@ def _rgb(frame, short_side: int | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def _frame_count_pyav(container, stream) -> int:
-    if stream.frames > 0:
-        return stream.frames
-    # Containers without a frame count in the header: count packets (no decoding), then rewind.
-    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+def _packet_index(container, stream) -> list[tuple[int | None, bool]]:
+    """(pts, is keyframe) of every video packet in decode order, read by demuxing alone (no decoding), then
+    rewound to the start. Frame i of the video is the packet with the i-th smallest pts."""
+    index = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size > 0]
     container.seek(0, backward=True, any_frame=False, stream=stream)
-    return count
+    return index
 
 
-def _decode_pyav(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
-    import av
+def _pts_give_display_order(container, index: list[tuple[int | None, bool]]) -> bool:
+    """Whether sorting packets by pts gives the frames' display order.
 
+    Not in AVI: it stores no presentation times, and those FFmpeg derives come out wrong for B-frames
+    (measured on UCF101's XviD files). Nor where a packet has no pts or two share one. Frames are then told
+    apart by counting what the decoder outputs, which is display order.
+    """
+    pts = [p for p, _ in index]
+    return "avi" not in container.format.name and None not in pts and len(set(pts)) == len(pts)
+
+
+def _random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> bool:
+    """Whether seeking to the keyframe before each wanted frame (decord's random access) decodes so much less
+    than one sequential pass to the last wanted frame that it beats PyAV's cheaper sequential decoding."""
+    positions_by_frame = range(len(index))  # without usable pts, decode order stands in for display order
+    if pts_ordered:
+        positions_by_frame = sorted(positions_by_frame, key=lambda position: index[position][0])
+    positions = sorted(positions_by_frame[i] for i in wanted)  # decode-order positions of the wanted frames
+    keyframes = [position for position, (_, key) in enumerate(index) if key]
+    decoded, current = 0, -1
+    for target in positions:
+        if target <= current:
+            continue
+        keyframe = keyframes[bisect.bisect_right(keyframes, target) - 1] if keyframes[0] <= target else 0
+        start = keyframe if keyframe > current + 1 else current + 1  # seek only when it skips frames
+        decoded += target - start + 1
+        current = target
+    return _DECORD_RELATIVE_COST * decoded < positions[-1] + 1
+
+
+def _decode_indexed(container, stream, index, wanted: list[int], short_side: int | None) -> list[np.ndarray]:
+    """Decode the frames at display positions ``wanted`` in one sequential pass that stops after the last.
+
+    Packets of frames nobody wants are sent with ``skip_frame=NONREF``: the decoder drops them when no other
+    frame references them (most B-frames), so such frames cost a demux and nothing else. Frames are matched
+    by pts, which stays right when frames are reordered or skipped.
+    """
+    display_pts = sorted(pts for pts, _ in index)
+    wanted_pts = [display_pts[i] for i in wanted]
+    missing = set(wanted_pts)
+    found: dict[int, np.ndarray] = {}
+    codec = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            if packet.size > 0:
+                codec.skip_frame = "DEFAULT" if packet.pts in missing else "NONREF"
+            for frame in codec.decode(packet):
+                if frame.pts in missing:
+                    found[frame.pts] = _rgb(frame, short_side)
+                    missing.discard(frame.pts)
+            if not missing:
+                break
+    except av.error.FFmpegError:
+        pass  # a damaged packet: the caller falls back to decoding what decodes
+    return [found[pts] for pts in wanted_pts if pts in found]
+
+
+def _decode_counting(container, stream, wanted: list[int], short_side: int | None) -> list[np.ndarray]:
+    """Decode to the last wanted frame, telling frames apart by their place in the decoder's output."""
+    wanted_set, last = set(wanted), max(wanted)
     frames: list[np.ndarray] = []
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted_set:  # convert and scale only the frames that are kept
+                frames.append(_rgb(frame, short_side))
+            if index >= last:
+                break
+    except av.error.FFmpegError:
+        pass  # a damaged tail: the caller falls back to decoding what decodes
+    return frames
+
+
+def _decode_pyav(path: str, pick: IndexPicker, short_side: int | None, random_access: bool = False) -> np.ndarray:
+    """Decode the picked frames with PyAV in one sequential pass; with ``random_access``, hand reads that
+    seeking makes much cheaper (sparse frames in a short-GOP video) to decord instead."""
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate) if stream.average_rate else None
-        num_video_frames = _frame_count_pyav(container, stream)
-        wanted = pick(num_video_frames, fps) if num_video_frames > 0 else []
-        wanted_set, last = set(wanted), (max(wanted) if wanted else -1)
-        index = -1
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted_set:  # convert and scale only the frames that are kept
-                    frames.append(_rgb(frame, short_side))
-                if index >= last:
-                    break
-        except av.error.FFmpegError:
-            pass  # a damaged tail: keep the frames decoded before it
-    if len(frames) < len(wanted) and index + 1 < num_video_frames:
-        # The stream ended early (truncated file): re-sample over the frames that really exist.
+        index = _packet_index(container, stream)
+        if not index:
+            return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        wanted = pick(len(index), fps)
+        pts_ordered = _pts_give_display_order(container, index)
+        if random_access and _random_access_pays(index, wanted, pts_ordered):
+            frames = None
+        elif pts_ordered:
+            frames = _decode_indexed(container, stream, index, wanted, short_side)
+        else:
+            frames = _decode_counting(container, stream, wanted, short_side)
+    if frames is None:
+        return _decode_decord(path, pick, short_side)
+    if len(frames) < len(wanted):
+        # The stream ended early or a packet is damaged (truncated file): re-sample over the frames that
+        # really decode.
         return _decode_pyav_all(path, pick, short_side)
-    if not frames:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
     return np.stack(frames)
+
+
+def _decode_auto(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
+    """PyAV's sequential pass by default; decord where its random access pays and it is installed."""
+    return _decode_pyav(path, pick, short_side, random_access=_decord_available())
 
 
 def _decode_pyav_all(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
     """Decode every frame that decodes, then sample among them. Only for damaged files."""
-    import av
-
     frames: list[np.ndarray] = []
     with av.open(path) as container:
         stream = container.streams.video[0]
@@ -184,7 +276,7 @@ def decode_frames(
     path: str | Path,
     pick: IndexPicker,
     short_side: int | None = None,
-    backend: Backend = "decord",
+    backend: Backend = "auto",
     timeout_s: float | None = 60.0,
 ) -> np.ndarray:
     """Decode the frames ``pick`` chooses, as RGB uint8 [L, H, W, 3], scaled so the shorter side is
@@ -194,7 +286,7 @@ def decode_frames(
         raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
     if not Path(path).is_file():
         raise VideoDecodeError(f"{path}: no such file")
-    decode = _decode_decord if backend == "decord" else _decode_pyav
+    decode = {"auto": _decode_auto, "decord": _decode_decord, "pyav": _decode_pyav}[backend]
     try:
         frames = _run_with_timeout(lambda: decode(path, pick, short_side), timeout_s, path)
     except VideoDecodeError:
@@ -214,7 +306,7 @@ def load_clip(
     img_size: int = 224,
     sampling: SamplingMode = "uniform",
     training: bool = False,
-    backend: Backend = "decord",
+    backend: Backend = "auto",
     stride: int = 1,
     target_fps: float | None = None,
     timeout_s: float | None = 60.0,
@@ -252,7 +344,7 @@ def load_clips(
     num_frames: int = 20,
     img_size: int = 224,
     training: bool = False,
-    backend: Backend = "decord",
+    backend: Backend = "auto",
     timeout_s: float | None = 60.0,
     rngs: list[random.Random] | None = None,
 ) -> tuple[torch.Tensor, int]:

@@ -61,8 +61,13 @@ def make_clip(label: str, num_frames: int, width: int, height: int, rng: np.rand
     return frames[::-1].copy() if reverse else frames
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 25) -> None:
-    """Encode uint8 [T, H, W, 3] RGB frames with PyAV: H.264 for .mp4/.mkv, MPEG-4 Part 2 for .avi."""
+def write_video(
+    path: str | Path, frames: np.ndarray, fps: int = 25, x264_options: dict[str, str] | None = None
+) -> None:
+    """Encode uint8 [T, H, W, 3] RGB frames with PyAV: H.264 for .mp4/.mkv, MPEG-4 Part 2 for .avi.
+
+    ``x264_options`` override the H.264 encoder's (e.g. ``{"preset": "veryfast", "g": "10"}`` for B-frames and a
+    keyframe every 10 frames)."""
     import av
 
     path = Path(path)
@@ -72,7 +77,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 25) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "18"}
+            stream.options = {"preset": "ultrafast", "crf": "18", **(x264_options or {})}
         else:
             stream.bit_rate = 2_000_000
         for frame in frames:
