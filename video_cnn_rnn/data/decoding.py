@@ -30,10 +30,10 @@ from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_ind
 
 Backend = Literal["auto", "decord", "pyav"]
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
-# decord decodes a frame ~1.5x slower than PyAV's sequential pass on the same stream, and each seek flushes the
-# decoder: random access goes to decord only when it decodes less than 1/2 of what one pass would
-# (benchmarks/bench_data.py, "short-GOP" rows).
-_DECORD_RELATIVE_COST = 2.0
+# Measured cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in units of
+# one frame of PyAV's sequential pass: on 60 s short-GOP files decord decodes 1/6 of the frames yet is only ~1.1x
+# faster (benchmarks/bench_data.py, 1b). Random access goes to decord only when it decodes less than 1/5.
+_DECORD_RELATIVE_COST = 5.0
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
 
