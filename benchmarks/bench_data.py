@@ -197,15 +197,18 @@ def whole_stream_decord(path: str) -> int:
 # ---------------------------------------------------------------- measurements
 
 
-def time_per_pass(fn, paths: list[Path], repeats: int) -> float:
-    """Best of ``repeats`` passes over all files, in seconds per pass."""
-    fn(str(paths[0]))  # warm up: imports, codec initialisation
-    best = float("inf")
+def time_per_pass(methods: dict, paths: list[Path], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` passes over all files per method, in seconds per pass. The methods take turns within
+    each repeat, so a burst of load on this shared machine hits them all alike instead of one."""
+    for fn in methods.values():
+        fn(str(paths[0]))  # warm up: imports, codec initialisation
+    best = dict.fromkeys(methods, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for path in paths:
-            fn(str(path))
-        best = min(best, time.perf_counter() - start)
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            for path in paths:
+                fn(str(path))
+            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -218,7 +221,7 @@ def per_clip_table(paths: list[Path], repeats: int, seed: bool = True) -> dict[s
         methods.update({f"load_clip {b} {sampling}": load_clip_fn(b, sampling) for b in BACKENDS})
     methods["whole stream: pyav decode"] = whole_stream_pyav
     methods["whole stream: decord sequential"] = whole_stream_decord
-    return {name: len(paths) / time_per_pass(fn, paths, repeats) for name, fn in methods.items()}
+    return {name: len(paths) / seconds for name, seconds in time_per_pass(methods, paths, repeats).items()}
 
 
 def print_table(rates: dict[str, float], baseline: str | None) -> float:
@@ -287,7 +290,7 @@ def peak_memory(method: str, path: Path, warm: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=24, help="UCF101-like files to generate and read")
-    parser.add_argument("--repeats", type=int, default=2, help="passes per method (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per method (best is kept)")
     parser.add_argument("--cache", default=os.environ.get("BENCH_CACHE", "/tmp/video_cnn_rnn_bench"))
     args = parser.parse_args()
     cache = Path(args.cache)

@@ -129,7 +129,8 @@ def gop_videos(tmp_path_factory) -> dict[str, Path]:
 def _full_decode(path: Path, short_side: int) -> np.ndarray:
     """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
     with av.open(str(path)) as container:
-        return np.stack([decoding._rgb(frame, short_side) for frame in container.decode(video=0)])
+        to_rgb = decoding._RGBConverter(short_side)
+        return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
 @pytest.mark.parametrize("sampling", ["first", "uniform", "segment", "stride"])
