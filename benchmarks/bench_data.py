@@ -198,17 +198,19 @@ def whole_stream_decord(path: str) -> int:
 
 
 def time_per_pass(methods: dict, paths: list[Path], repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` passes over all files per method, in seconds per pass. The methods take turns within
-    each repeat, so a burst of load on this shared machine hits them all alike instead of one."""
+    """Best of ``repeats`` passes over all files per method, in seconds per pass. The methods take turns on each
+    file, so a burst of load on this shared machine hits them all alike instead of one."""
     for fn in methods.values():
         fn(str(paths[0]))  # warm up: imports, codec initialisation
     best = dict.fromkeys(methods, float("inf"))
     for _ in range(repeats):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            for path in paths:
+        elapsed = dict.fromkeys(methods, 0.0)
+        for path in paths:
+            for name, fn in methods.items():
+                start = time.perf_counter()
                 fn(str(path))
-            best[name] = min(best[name], time.perf_counter() - start)
+                elapsed[name] += time.perf_counter() - start
+        best = {name: min(best[name], elapsed[name]) for name in methods}
     return best
 
 
@@ -235,7 +237,7 @@ def print_table(rates: dict[str, float], baseline: str | None) -> float:
 
 
 def loader_throughput(paths: list[Path], workers: int, epochs: int = 2) -> float:
-    """Clips/s of the DataLoader (uniform, 20 frames, 224 px, decord) over the last of ``epochs`` epochs."""
+    """Clips/s of the DataLoader (uniform, 20 frames, 224 px, default backend) over the last of ``epochs`` epochs."""
     from torch.utils.data import DataLoader
 
     from video_cnn_rnn.data import VideoDataset, collate_clips

@@ -161,7 +161,8 @@ def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
     [
         (240, 240, [round(i * 239 / 19) for i in range(20)], False),  # one keyframe: everything is decoded anyway
         (240, 12, [round(i * 239 / 19) for i in range(20)], False),  # UCF101-like: seeking saves half, not enough
-        (1500, 25, [round(i * 1499 / 19) for i in range(20)], True),  # 60 s, a keyframe a second: 1/6 decoded
+        (1500, 25, [round(i * 1499 / 19) for i in range(20)], False),  # 60 s, a keyframe a second: 1/6 decoded
+        (3000, 25, [round(i * 2999 / 7) for i in range(8)], True),  # 2 min, 8 frames: 1/28 decoded
         (240, 10, list(range(20)), False),  # a prefix: nothing to skip
         (240, 10, [0, 239], True),
         (240, 10, list(range(0, 240, 2)), False),  # dense: every GOP is decoded either way

@@ -31,10 +31,11 @@ from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_ind
 
 Backend = Literal["auto", "decord", "pyav"]
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
-# Measured cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in units of
-# one frame of PyAV's sequential pass: on 60 s short-GOP files decord decodes 1/6 of the frames yet is only ~1.1x
-# faster (benchmarks/bench_data.py, 1b). Random access goes to decord only when it decodes less than 1/5.
-_DECORD_RELATIVE_COST = 5.0
+# Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
+# sequential pass (which also drops unwanted B-frames): on 60 s files with a keyframe a second, decord decodes 1/6
+# of the frames and is still ~1.06x slower (benchmarks/bench_data.py, 1b). Random access goes to decord only where
+# it decodes less than 1/8 of what the pass would.
+_DECORD_RELATIVE_COST = 8.0
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
 
