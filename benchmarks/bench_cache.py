@@ -374,7 +374,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epoch-clips", type=int, default=64)
     parser.add_argument("--epoch-repeats", type=int, default=2)
     parser.add_argument("--num-classes", type=int, default=101)
-    parser.add_argument("--backend", default="decord", choices=["decord", "pyav"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav"])
     parser.add_argument(
         "--precision",
         default="32-true",

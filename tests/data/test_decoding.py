@@ -153,7 +153,8 @@ def test_pyav_decodes_exactly_the_frames_a_full_decode_gives(
 
 
 def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
-    return [(i, i % keyframe_every == 0) for i in range(num_frames)]
+    """A packet index in display order; ``keyframe_every=0``: no packet flagged as a keyframe."""
+    return [(i, keyframe_every > 0 and i % keyframe_every == 0) for i in range(num_frames)]
 
 
 @pytest.mark.parametrize(
@@ -166,6 +167,7 @@ def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
         (240, 10, list(range(20)), False),  # a prefix: nothing to skip
         (240, 10, [0, 239], True),
         (240, 10, list(range(0, 240, 2)), False),  # dense: every GOP is decoded either way
+        (240, 0, [0, 239], False),  # no keyframe flags: nothing to seek to
     ],
 )
 def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_frames, keyframe_every, wanted, pays):

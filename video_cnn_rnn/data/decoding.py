@@ -50,7 +50,7 @@ def _require_decord():
     except ImportError as error:
         raise ImportError(
             "decord is not installed (it has no wheel for this platform, e.g. macOS arm64 or aarch64 Linux). "
-            "Use the PyAV backend instead: backend='pyav' (--data.backend pyav)."
+            "Use backend='auto' (the default: PyAV where decord is missing) or backend='pyav' (--data.backend pyav)."
         ) from error
     return decord
 
@@ -147,6 +147,8 @@ def _random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int],
         positions_by_frame = sorted(positions_by_frame, key=lambda position: index[position][0])
     positions = sorted(positions_by_frame[i] for i in wanted)  # decode-order positions of the wanted frames
     keyframes = [position for position, (_, key) in enumerate(index) if key]
+    if not keyframes:  # a stream that flags none (damaged or odd muxers): nothing to seek to
+        return False
     decoded, current = 0, -1
     for target in positions:
         if target <= current:
@@ -285,17 +287,18 @@ def _run_with_timeout(fn: Callable[[], np.ndarray], timeout_s: float | None, pat
 
 def _to_clip(frames: np.ndarray, img_size: int) -> torch.Tensor:
     """[L, H, W, 3] uint8 -> centre square crop resized to img_size -> [L, 3, img_size, img_size] uint8."""
-    clip = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [L, H, W, 3] -> [L, 3, H, W]
-    height, width = clip.shape[-2:]
+    height, width = frames.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    clip = clip[:, :, top : top + side, left : left + side]
+    # Crop, then copy only the crop channel-first: numpy's strided copy measured 2x faster than torch's here.
+    crop = frames[:, top : top + side, left : left + side].transpose(0, 3, 1, 2)  # [L, H, W, 3] -> [L, 3, H, W]
+    clip = torch.from_numpy(np.ascontiguousarray(crop))
     if side != img_size:
         # The decoder already scaled the shorter side; this only runs for decoders that could not.
         from torchvision.transforms.v2.functional import resize
 
-        clip = resize(clip, [img_size, img_size], antialias=True)
-    return clip.contiguous()
+        clip = resize(clip, [img_size, img_size], antialias=True).contiguous()
+    return clip
 
 
 def decode_frames(
