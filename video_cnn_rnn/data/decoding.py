@@ -7,9 +7,9 @@ Only the sampled frames are decoded into memory, and the decoder itself scales t
 ``img_size``) before the centre crop, so memory per clip depends on ``num_frames`` and ``img_size``, not on
 the video's resolution or length.
 
-Backends, by name: ``pyav`` reads a video in one sequential pass that stops at the last wanted frame and
-lets the decoder drop unwanted non-reference frames; ``decord`` seeks to the keyframe before each wanted
-frame. ``auto`` (the default) reads the packet index first and takes decord only where seeking saves most of
+Backends, by name: ``pyav`` reads a video in one sequential pass that stops at the last wanted frame and,
+outside AVI and for the decoders in ``_PER_PACKET_SKIP_CODECS``, lets the decoder drop unwanted non-reference
+frames; ``decord`` seeks to the keyframe before each wanted frame (its scaler gives slightly different pixels). ``auto`` (the default) reads the packet index first and takes decord only where seeking saves most of
 the decoding (sparse frames of a short-GOP video), PyAV everywhere else (a prefix of the video, or frames
 spread over a long-GOP video where every frame must be decoded anyway), and PyAV alone where decord has no
 wheel.
@@ -36,6 +36,9 @@ BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
 # of the frames and is still ~1.06x slower (benchmarks/bench_data.py, 1b). Random access goes to decord only where
 # it decodes less than 1/8 of what the pass would.
 _DECORD_RELATIVE_COST = 8.0
+# Decoders that read ``skip_frame`` anew for every packet. Others (libdav1d for AV1) fix it at the first packet,
+# so switching it per packet would drop wanted frames.
+_PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
 
@@ -121,9 +124,17 @@ def _single_threaded_video(container):
 
 
 def _packet_index(container, stream) -> list[tuple[int | None, bool]]:
-    """(pts, is keyframe) of every video packet in decode order, read by demuxing alone (no decoding), then
-    rewound to the start. Frame i of the video is the packet with the i-th smallest pts."""
-    index = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size > 0]
+    """(pts, is keyframe) of every shown video packet in decode order, read by demuxing alone (no decoding),
+    then rewound to the start. Frame i of the video is the packet with the i-th smallest pts.
+
+    Packets an MP4 edit list hides (a file cut without re-encoding) are decoded as references but never shown,
+    so they are not frames of the video.
+    """
+    index = [
+        (packet.pts, packet.is_keyframe)
+        for packet in container.demux(stream)
+        if packet.size > 0 and not packet.is_discard
+    ]
     container.seek(0, backward=True, any_frame=False, stream=stream)
     return index
 
@@ -163,19 +174,21 @@ def _random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int],
 def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBConverter) -> list[np.ndarray]:
     """Decode the frames at display positions ``wanted`` in one sequential pass that stops after the last.
 
-    Packets of frames nobody wants are sent with ``skip_frame=NONREF``: the decoder drops them when no other
-    frame references them (most B-frames), so such frames cost a demux and nothing else. Frames are matched
-    by pts, which stays right when frames are reordered or skipped.
+    With decoders that read ``skip_frame`` per packet (``_PER_PACKET_SKIP_CODECS``), packets of frames nobody
+    wants are sent with ``skip_frame=NONREF``: the decoder drops them when no other frame references them (most
+    B-frames), so such frames cost a demux and nothing else. Frames are matched by pts, which stays right when
+    frames are reordered or skipped.
     """
     display_pts = sorted(pts for pts, _ in index)
     wanted_pts = [display_pts[i] for i in wanted]
     missing = set(wanted_pts)
     found: dict[int, np.ndarray] = {}
     codec, skip = stream.codec_context, "DEFAULT"
+    can_skip = codec.name in _PER_PACKET_SKIP_CODECS
     try:
         for packet in container.demux(stream):
             wanted_here = "DEFAULT" if packet.pts in missing else "NONREF"
-            if packet.size > 0 and wanted_here != skip:
+            if can_skip and packet.size > 0 and wanted_here != skip:
                 codec.skip_frame = skip = wanted_here
             for frame in codec.decode(packet):
                 if frame.pts in missing:
@@ -242,20 +255,24 @@ def _decode_auto(path: str, pick: IndexPicker, short_side: int | None) -> np.nda
 
 
 def _decode_pyav_all(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
-    """Decode every frame that decodes, then sample among them. Only for damaged files."""
-    frames: list[np.ndarray] = []
-    to_rgb = _RGBConverter(short_side)
+    """Only for damaged files: count the frames that decode, pick among them, then decode again keeping only the
+    picked ones, so memory stays flat however long the file is."""
     with av.open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
+        count = 0
         try:
-            for frame in container.decode(stream):
-                frames.append(to_rgb(frame))
+            for _ in container.decode(stream):
+                count += 1
         except av.error.FFmpegError:
             pass
-    if not frames:
+    if count == 0:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    return np.stack([frames[i] for i in pick(len(frames), fps)])
+    with av.open(path) as container:
+        frames = _decode_counting(
+            container, _single_threaded_video(container), pick(count, fps), _RGBConverter(short_side)
+        )
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
 def _run_with_timeout(fn: Callable[[], np.ndarray], timeout_s: float | None, path: str) -> np.ndarray:
@@ -299,6 +316,14 @@ def _to_clip(frames: np.ndarray, img_size: int) -> torch.Tensor:
 
         clip = resize(clip, [img_size, img_size], antialias=True).contiguous()
     return clip
+
+
+def _replayable(rng: random.Random | None) -> Callable[[], random.Random]:
+    """Fresh generators that all draw the same numbers: a backend may call a picker more than once (header count,
+    then packet index; or PyAV, then decord), and each call must pick what one call would. Takes one draw from
+    ``rng`` (the global generator when None), so successive clips still differ."""
+    seed = (rng or random).getrandbits(64)
+    return lambda: random.Random(seed)
 
 
 def decode_frames(
@@ -348,6 +373,7 @@ def load_clip(
     real frames (fewer when the video is shorter), and ``L``.
     """
     check_sampling(num_frames, sampling, stride, target_fps)
+    draws = _replayable(rng)
 
     def pick(num_video_frames: int, fps: float | None) -> list[int]:
         return sample_indices(
@@ -358,7 +384,7 @@ def load_clip(
             stride,
             video_fps=fps,
             target_fps=target_fps,
-            rng=rng,
+            rng=draws(),
             offset=segment_offset,
         )
 
@@ -385,6 +411,7 @@ def load_clips(
     """
     check_sampling(num_frames, "segment")
     per_clip: list[list[int]] = []
+    draws = [_replayable(rngs[k] if rngs else None) for k in range(num_clips)]
 
     def pick(num_video_frames: int, fps: float | None) -> list[int]:
         per_clip[:] = [
@@ -392,7 +419,7 @@ def load_clips(
                 num_video_frames,
                 num_frames,
                 training,
-                rng=rngs[k] if rngs else None,
+                rng=draws[k](),
                 offset=None if training else (k + 0.5) / num_clips,
             )
             for k in range(num_clips)
