@@ -217,9 +217,11 @@ def time_per_pass(methods: dict, paths: list[Path], repeats: int) -> dict[str, f
 BACKENDS = ("auto", "decord", "pyav")
 
 
-def per_clip_table(paths: list[Path], repeats: int, seed: bool = True) -> dict[str, float]:
-    methods = {"seed loop (cv2, all frames, keep 20)": seed_loop} if seed else {}
-    for sampling in ("first", "uniform") if seed else ("uniform",):
+def per_clip_table(
+    paths: list[Path], repeats: int, samplings: tuple[str, ...] = ("first", "uniform"), with_seed_loop: bool = True
+) -> dict[str, float]:
+    methods = {"seed loop (cv2, all frames, keep 20)": seed_loop} if with_seed_loop else {}
+    for sampling in samplings:
         methods.update({f"load_clip {b} {sampling}": load_clip_fn(b, sampling) for b in BACKENDS})
     methods["whole stream: pyav decode"] = whole_stream_pyav
     methods["whole stream: decord sequential"] = whole_stream_decord
@@ -360,8 +362,8 @@ def main() -> None:
 
         cv2.setNumThreads(1)
         rates = per_clip_table(paths, args.repeats)
-        short_gop_rates = per_clip_table(short_gop, args.repeats, seed=False)
-        ucf101_rates = per_clip_table(ucf101, args.repeats, seed=False) if ucf101 else {}
+        short_gop_rates = per_clip_table(short_gop, args.repeats, ("uniform",), with_seed_loop=False)
+        ucf101_rates = per_clip_table(ucf101, args.repeats, ("uniform",), with_seed_loop=False) if ucf101 else {}
     finally:
         os.sched_setaffinity(0, all_cpus)
 
