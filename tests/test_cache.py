@@ -1,5 +1,6 @@
 """The frozen-backbone feature cache: keyed, reused, invalidated, atomic, and equivalent to end-to-end."""
 
+import json
 import os
 import signal
 import subprocess
@@ -189,3 +190,68 @@ def test_ddp_extraction_equals_single_process(synthetic_root: Path, tmp_path: Pa
         np.testing.assert_array_equal(single.labels, ddp.labels)
         np.testing.assert_array_equal(single.lengths, ddp.lengths)
         np.testing.assert_array_equal(np.asarray(single.features), np.asarray(ddp.features))
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.slow
+def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root: Path, tmp_path: Path) -> None:
+    """A checkpoint tested through the cache gets its own backbone's features: the predictions equal testing
+    it on the raw videos and predicting them, and fit + test + extract share one cache folder."""
+    import timm
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_cli import tiny_args
+
+    # Weights no freshly built model has: a checkpoint evaluated with a re-initialised backbone would differ.
+    torch.manual_seed(123)
+    weights = tmp_path / "backbone.pth"
+    torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.test_clips", "2"]
+    cached = [*args, "--data.feature_cache", str(cache)]
+
+    def cli(*command: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "video_cnn_rnn", *command], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    cli("fit", *cached)
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    checkpoint = str(runs / "tiny" / "checkpoints" / "best.ckpt")
+    reports = {}
+    for name, extra in (("cached", cached), ("raw", args)):
+        out = cli("test", *extra, "--ckpt_path", checkpoint, "--reports.output_dir", str(tmp_path / name))
+        assert ("using feature cache" in out) == (name == "cached")
+        reports[name] = _read_csv_rows(tmp_path / name / "test_predictions.csv")
+    test_videos = [row["path"] for row in reports["raw"]]
+    cli("predict", *args, "--ckpt_path", checkpoint, "--reports.output_dir", str(tmp_path / "predict"),
+        "--data.predict", json.dumps(test_videos))  # fmt: skip
+    predicted = {row["path"]: row["label_1"] for row in _read_csv_rows(tmp_path / "predict" / "predictions.csv")}
+    cli("extract", *cached, "--ckpt_path", checkpoint)
+
+    assert [p for p in cache.iterdir() if p.is_dir()] == [folder]  # fit, test and extract: one cache folder
+    assert [r["path"] for r in reports["cached"]] == test_videos
+    for cached_row, raw_row in zip(reports["cached"], reports["raw"], strict=True):
+        assert cached_row["predicted"] == raw_row["predicted"] == predicted[raw_row["path"]]
+        probs = [(float(cached_row[k]), float(raw_row[k])) for k in raw_row if k.startswith("prob_")]
+        assert all(abs(a - b) < 2e-2 for a, b in probs)  # the cache stores float16 features
+
+
+def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, tmp_path: Path) -> None:
+    folder = make_data(synthetic_root, tmp_path, test_clips=3).prepare_feature_cache(make_model(), trainer())
+    split = FeatureCacheDataset(folder / "test")
+    item = split[0]
+    assert split.features.shape[1] == 3 and item["features"].shape == (3, item["length"], split.features.shape[-1])
+    batch = collate_clips([split[0], split[1]])
+    assert batch["features"].dim() == 4 and batch["mask"].shape[:2] == (2, 3)
+    model = make_model().eval()
+    with torch.no_grad():
+        averaged = model._batch_logits(batch).softmax(-1)
+        single = [model.forward_features(batch["features"][:, k], batch["mask"][:, k]).softmax(-1) for k in range(3)]
+    torch.testing.assert_close(averaged, torch.stack(single).mean(0))

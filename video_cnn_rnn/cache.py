@@ -75,7 +75,8 @@ class FeatureCacheDataset(Dataset):
     """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path"}`` per video.
 
     With K cached clips per video, training draws one of them at random each time (the augmentation a
-    single cached clip cannot give); evaluation uses the first.
+    single cached clip cannot give); evaluation returns all K (``[K, L, D]``), whose predictions the model
+    averages as it does for K clips decoded from the video.
     """
 
     def __init__(self, folder: str | Path, training: bool = False) -> None:
@@ -92,9 +93,13 @@ class FeatureCacheDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the drawn
         # clip does not depend on the worker that loads the item and is reproduced after a resume.
-        clip = random.randrange(self.features.shape[1]) if self.training else 0
+        clips = self.features.shape[1]
         length = int(self.lengths[index])
-        features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
+        if self.training or clips == 1:
+            clip = random.randrange(clips) if self.training else 0
+            features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
+        else:
+            features = torch.from_numpy(np.array(self.features[index, :, :length]))  # [K, L, D]
         label = int(self.labels[index])
         return {
             "features": features,
@@ -265,13 +270,18 @@ def build_feature_cache(
 
 
 def extract_main(args: list[str]) -> None:
-    """``video-cnn-rnn extract --config ...``: build (or reuse) the cache for the configured data and model."""
+    """``video-cnn-rnn extract --config ... [--ckpt_path X]``: build (or reuse) the cache for the configured data
+    and model; with ``--ckpt_path``, for the checkpoint's backbone weights and frame settings."""
+    import argparse
+
     from video_cnn_rnn.cli import run_cli
 
-    cli = run_cli(args, run=False)
-    datamodule = cli.datamodule
-    if not datamodule.hparams.feature_cache:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--ckpt_path", default=None)
+    options, rest = parser.parse_known_args(args)
+    cli = run_cli(rest, run=False, checkpoint=options.ckpt_path)
+    if not cli.datamodule.hparams.feature_cache:
         raise SystemExit("video-cnn-rnn extract: set data.feature_cache to the cache's root folder")
-    folder = datamodule.prepare_feature_cache(cli.model, cli.trainer)
+    cli.prepare_run()
     if cli.trainer.is_global_zero:
-        print(f"feature cache ready: {folder}")
+        print(f"feature cache ready: {cli.datamodule.cache_folder}")

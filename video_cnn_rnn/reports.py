@@ -31,6 +31,18 @@ def write_test_report(report: dict[str, Any], folder: Path) -> dict[str, Path]:
     return paths
 
 
+def write_test_predictions(rows: list[tuple[str, int, list[float]]], class_names: list[str], path: Path) -> Path:
+    """One row per test video: path, true label, predicted label and every class's probability."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["path", "label", "predicted", *(f"prob_{name}" for name in class_names)])
+        for video, label, probs in sorted(rows):
+            predicted = class_names[max(range(len(probs)), key=probs.__getitem__)]
+            writer.writerow([video, class_names[label], predicted, *(f"{p:.6f}" for p in probs)])
+    return path
+
+
 def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
     import matplotlib
 
@@ -108,8 +120,14 @@ class RunReports(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._collect_skipped(batch)
 
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._test_rows: list[tuple[str, int, list[float]]] = []
+
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._collect_skipped(batch)
+        if isinstance(outputs, dict) and "probs" in outputs:
+            for path, label, probs in zip(outputs["paths"], outputs["labels"], outputs["probs"], strict=True):
+                self._test_rows.append((path, int(label), probs.tolist()))
 
     def _write_skipped(self, trainer: L.Trainer) -> None:
         skipped = sorted(self._gather(trainer, sorted(self._skipped)))
@@ -133,10 +151,14 @@ class RunReports(L.Callback):
 
     def on_test_end(self, trainer, pl_module) -> None:
         self._write_skipped(trainer)
+        rows = self._gather(trainer, self._test_rows)
         report = getattr(pl_module, "test_report", None)
         if not trainer.is_global_zero or not report:
             return
         paths = write_test_report(report, self._folder)
+        paths["predictions"] = write_test_predictions(
+            rows, pl_module.class_names, self._folder / "test_predictions.csv"
+        )
         rank_zero_info(f"test reports: {', '.join(str(p) for p in paths.values())}")
 
     # Predictions: each rank keeps its rows; rank 0 merges them into one file at the end.

@@ -41,7 +41,8 @@ class VideoDataModule(L.LightningDataModule):
         sampling: frame sampler: ``first``, ``uniform``, ``segment`` or ``stride``.
         stride: step between frames for ``stride`` sampling.
         target_fps: for ``stride`` sampling, a frame rate to sample at instead of a fixed stride.
-        test_clips: clips per video at validation/test/predict time; > 1 averages K segment clips.
+        test_clips: clips per video at validation/test/predict time; > 1 averages K segment clips (also from a
+            feature cache, which then stores K clips of every evaluation video).
         batch_size: videos per batch (per process under DDP).
         num_workers: DataLoader worker processes per process.
         pin_memory: page-locked host memory for faster, non-blocking host-to-GPU copies.
@@ -175,9 +176,8 @@ class VideoDataModule(L.LightningDataModule):
 
         if not self.hparams.feature_cache:
             raise ValueError("prepare_feature_cache needs feature_cache (the cache's root folder)")
-        if self.hparams.test_clips > 1:
-            raise ValueError("test_clips > 1 is not supported with a feature cache; evaluate on videos instead")
-        stages = ("fit", "test") if self.hparams.test else ("fit",)
+        # Evaluating a checkpoint needs no training videos: it brings its own classes.
+        stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
         datasets = {name: ds for stage in stages for name, ds in self._video_datasets(stage).items()}
         self.cache_folder = build_feature_cache(
             model,

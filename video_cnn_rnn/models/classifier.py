@@ -283,7 +283,8 @@ class VideoClassifier(L.LightningModule):
             label_smoothing=self.hparams.label_smoothing,
         )
 
-    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> torch.Tensor | None:
+    def _shared_step(self, batch: dict[str, Any], stage: Stage) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """-> (loss, logits), or None for a batch whose videos were all skipped."""
         labels = batch["labels"]
         if len(labels) == 0:
             return None  # every video of the batch failed to decode and was skipped (on_error="skip")
@@ -304,16 +305,24 @@ class VideoClassifier(L.LightningModule):
         if stage == "test":
             self.test_loss_mean.update(loss.detach(), weight=batch_size)
             self.test_per_class.update(preds, labels)
-        return loss
+        return loss, preds
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._shared_step(batch, "train")
+        result = self._shared_step(batch, "train")
+        return None if result is None else result[0]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._shared_step(batch, "val")
+        result = self._shared_step(batch, "val")
+        return None if result is None else result[0]
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        return self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        """-> {"loss", "paths", "labels" int64 [B], "probs" float32 [B, C] on CPU} (per-video test predictions)."""
+        result = self._shared_step(batch, "test")
+        if result is None:
+            return None
+        loss, logits = result
+        probs = logits.softmax(dim=-1).cpu()
+        return {"loss": loss, "paths": list(batch.get("paths", [])), "labels": batch["labels"].cpu(), "probs": probs}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """-> {"paths": list[str], "probs": float32 [B, C] on CPU}."""
