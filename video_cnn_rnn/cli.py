@@ -1,10 +1,11 @@
-"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus two helpers.
+"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic and cv.
 
 video-cnn-rnn fit --config configs/demo.yaml
 video-cnn-rnn test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
 video-cnn-rnn predict --config configs/demo.yaml --ckpt_path ... --data.predict path/to/videos
-video-cnn-rnn extract --config configs/demo_cached.yaml       # frozen-backbone feature cache
+video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache  # frozen-backbone features
 video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
+video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
 """
 
 import sys
@@ -172,6 +173,10 @@ def main(args: list[str] | None = None) -> None:
     try:
         if argv and argv[0] == "synthetic":
             synthetic_main(argv[1:])
+        elif argv and argv[0] == "cv":
+            from video_cnn_rnn.crossval import cv_main
+
+            cv_main(argv[1:])
         elif argv and argv[0] == "extract":
             from video_cnn_rnn.cache import extract_main
 

@@ -35,7 +35,9 @@ class VideoDataModule(L.LightningDataModule):
         predict: videos to classify, without labels: a file, a list of files, a folder or a CSV.
         video_root: folder that relative paths in CSVs and split files resolve against (default: a CSV's
             own folder; required for UCF101 split files).
-        val_fraction: share of the training videos held out when ``val`` is not given.
+        val_fraction: share of the training videos held out when ``val`` is not given. ``0`` trains on every
+            training video with no validation: for datasets so small that a held-out split only adds noise
+            (then checkpoint a fixed budget: ``checkpoint.monitor: null``).
         num_frames: frames sampled per clip (the seeds' MAX_SEQ_LENGTH).
         img_size: side of the square frames after centre crop and resize (the seeds' IMG_SIZE).
         sampling: frame sampler: ``first``, ``uniform``, ``segment`` or ``stride``.
@@ -105,8 +107,10 @@ class VideoDataModule(L.LightningDataModule):
             train_items = self._train_items
             if hp.val:
                 splits["val"] = read_source(hp.val, hp.video_root)
-            else:
+            elif hp.val_fraction > 0:
                 train_items, splits["val"] = split_train_val(train_items, hp.val_fraction, hp.seed)
+            elif stage == "validate":
+                raise ManifestError("validate needs validation videos: set data.val, or data.val_fraction > 0")
             if stage == "fit":
                 splits["train"] = train_items
         if stage == "test":
@@ -237,8 +241,8 @@ class VideoDataModule(L.LightningDataModule):
         )
         return self._loader("train", sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val") if "val" in self.datasets else []  # [] = no validation (val_fraction 0)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
