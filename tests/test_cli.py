@@ -110,6 +110,20 @@ def test_missing_video_in_csv_is_listed_before_training(synthetic_root: Path, tm
     assert "ghost.mp4" in capsys.readouterr().err
 
 
+def test_checkpoint_evaluated_on_other_classes_fails_listing_the_difference(
+    synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    names = ["blue_to_red", "disc_grow", "disc_shrink", "fade_in", "fade_out", "triangle"]
+    model = VideoClassifier(backbone="test_efficientnet", class_names=names, num_frames=4, img_size=32)
+    checkpoint = tmp_path / "other.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", *tiny_args(synthetic_root, tmp_path), "--ckpt_path", str(checkpoint)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "only in the checkpoint: ['triangle']" in err and "only in data.train" in err and "red_to_blue" in err
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "video_cnn_rnn", *args], cwd=cwd, capture_output=True, text=True, timeout=600

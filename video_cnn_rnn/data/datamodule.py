@@ -1,5 +1,6 @@
 """VideoDataModule: annotation sources -> validated splits -> DataLoaders of padded uint8 batches."""
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,16 @@ class VideoDataModule(L.LightningDataModule):
             if hp.val:
                 splits["val"] = read_source(hp.val, hp.video_root)
             elif hp.val_fraction > 0:
-                train_items, splits["val"] = split_train_val(train_items, hp.val_fraction, hp.seed)
+                train_items, val_items = split_train_val(train_items, hp.val_fraction, hp.seed)
+                if val_items:
+                    splits["val"] = val_items
+                else:
+                    # Every class has a single group: holding one out would leave the class untrained.
+                    warnings.warn(
+                        "val_fraction: no validation video can be held out (every class has one group of clips); "
+                        "training without validation",
+                        stacklevel=2,
+                    )
             elif stage == "validate":
                 raise ManifestError("validate needs validation videos: set data.val, or data.val_fraction > 0")
             if stage == "fit":
