@@ -87,6 +87,16 @@ def test_every_bad_fold_entry_is_named_before_training(synthetic_root: Path, tmp
     assert "missing_clip.mp4" in message and "a_class_never_trained" in message
 
 
+def test_a_group_column_is_read_in_row_order(tmp_path: Path) -> None:
+    from video_cnn_rnn.crossval import read_groups_column
+
+    csv_file = tmp_path / "all.csv"
+    csv_file.write_text("video_name,tag,group\na.mp4,x,g1\nb.mp4,y,g1\nc.mp4,x,g2\n")
+    assert read_groups_column(csv_file) == ["g1", "g1", "g2"]
+    (tmp_path / "plain.csv").write_text("video_name,tag\na.mp4,x\n")
+    assert read_groups_column(tmp_path / "plain.csv") is None
+
+
 def test_report_shows_each_fold_mean_std_and_the_gain_over_the_probe() -> None:
     results = {
         "linear_probe": [{"acc": 0.5, "f1": 0.4}, {"acc": 0.7, "f1": 0.6}],

@@ -6,7 +6,7 @@ to a linear probe (frozen backbone, mean over frames, one linear layer) run on t
 command, because a number on a few hundred real clips means little without a baseline measured beside it.
 
 video-cnn-rnn cv --folds ../shared/data/ut_interaction/folds --config configs/small_real.yaml
-video-cnn-rnn cv --data all.csv --k 5 --group_pattern 'set\\d+_\\d+_(\\d+)_' --config configs/small_real.yaml
+video-cnn-rnn cv --data train.csv val.csv --k 5 --group_pattern 'set\\d+_\\d+_(\\d+)_' --config configs/small_real.yaml
 video-cnn-rnn cv ... --recipe demo "--config configs/demo.yaml" --recipe transformer "--model.head transformer"
 
 Folds come from ``train_K.csv`` / ``test_K.csv`` files in a folder, or are made from one annotation source:
@@ -245,7 +245,7 @@ def parse_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--folds", help="folder of train_K.csv / test_K.csv fold files")
-    source.add_argument("--data", help="one annotation source (CSV, class folder) to cut into folds")
+    source.add_argument("--data", nargs="+", help="annotation sources (CSVs, class folders) pooled and cut into folds")
     parser.add_argument("--k", type=int, default=5, help="folds made from --data")
     parser.add_argument("--group_pattern", help="regex on file names whose first group is the clip's group")
     parser.add_argument("--fold_seed", type=int, default=0, help="seed of the fold assignment (--data)")
@@ -266,12 +266,18 @@ def cv_main(args: Sequence[str]) -> dict[str, list[dict[str, float]]]:
     if options.folds:
         folds = folds_from_folder(options.folds)
     else:
-        items = read_source(options.data, options.video_root)
-        groups = read_groups_column(options.data) if options.data.endswith(".csv") else None
-        if groups is not None:
-            group = dict(zip((path for path, _ in items), groups, strict=True)).__getitem__
-        else:
-            group = group_function(options.group_pattern)
+        items, groups = [], {}
+        for source in options.data:
+            source_items = read_source(source, options.video_root)
+            column = read_groups_column(source) if source.endswith(".csv") else None
+            if column is not None:
+                groups.update(zip((path for path, _ in source_items), column, strict=True))
+            items += source_items
+        pattern_group = group_function(options.group_pattern)
+
+        def group(path: str) -> str:
+            return groups[path] if path in groups else pattern_group(path)
+
         splits = stratified_group_folds(items, options.k, group, options.fold_seed)
         folds = write_folds(splits, output / "folds")
     check_folds(folds, options.video_root)
