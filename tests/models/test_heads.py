@@ -20,6 +20,7 @@ HEAD_CONFIGS: dict[str, dict[str, Any]] = {
     "transformer_mean": {"kind": "transformer", "pooling": "mean", "d_model": 8, "num_heads": 2},
     "transformer_cls": {"kind": "transformer", "pooling": "cls", "num_layers": 2},
     "mean": {"kind": "mean"},
+    "max": {"kind": "max"},
 }
 
 
@@ -87,6 +88,13 @@ def test_mean_head_is_masked_mean() -> None:
     features = torch.randn(2, 4, IN_FEATURES)
     out = MeanHead(IN_FEATURES)(features, _mask([4, 2], 4))
     torch.testing.assert_close(out[1], features[1, :2].mean(dim=0))
+
+
+def test_max_head_ignores_padding_even_when_it_is_larger() -> None:
+    features = torch.randn(2, 4, IN_FEATURES)
+    features[1, 2:] = 1e4  # padding values above every real one must not win
+    out = build_head("max", IN_FEATURES)(features, _mask([4, 2], 4))
+    torch.testing.assert_close(out[1], features[1, :2].amax(dim=0))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
