@@ -55,7 +55,7 @@ def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "change",
-    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video"],
+    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video", "train_flip", "test_flip"],
 )
 def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
     base = make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(), trainer())
@@ -66,6 +66,9 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         data_overrides = {"img_size": 40}
     elif change == "sampling":
         data_overrides = {"sampling": "first"}
+    elif change in ("train_flip", "test_flip"):
+        data_overrides = {change: True, "cache_clips": 2}
+        base = make_data(synthetic_root, tmp_path, cache_clips=2).prepare_feature_cache(make_model(), trainer())
     elif change == "weights":
         model = make_model(seed=1)
     elif change == "backbone":
@@ -213,7 +216,8 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     weights = tmp_path / "backbone.pth"
     torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.test_clips", "2"]
+    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.test_clips", "2",
+            "--data.test_flip", "true", "--data.train_flip", "true", "--data.cache_clips", "2"]  # fmt: skip
     cached = [*args, "--data.feature_cache", str(cache)]
 
     def cli(*command: str) -> str:
@@ -232,13 +236,24 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     test_videos = [row["path"] for row in reports["raw"]]
     cli("predict", *args, "--ckpt_path", checkpoint, "--reports.output_dir", str(tmp_path / "predict"),
         "--data.predict", json.dumps(test_videos))  # fmt: skip
-    predicted = {row["path"]: row["label_1"] for row in _read_csv_rows(tmp_path / "predict" / "predictions.csv")}
+    predicted = {
+        row["path"]: (row["label_1"], float(row["prob_1"]))
+        for row in _read_csv_rows(tmp_path / "predict" / "predictions.csv")
+    }
     cli("extract", *cached, "--ckpt_path", checkpoint)
+
+    model = VideoClassifier.load_from_checkpoint(checkpoint)
+    in_python = {path: model.predict_video(path, top_k=1)[0] for path in test_videos}
 
     assert [p for p in cache.iterdir() if p.is_dir()] == [folder]  # fit, test and extract: one cache folder
     assert [r["path"] for r in reports["cached"]] == test_videos
     for cached_row, raw_row in zip(reports["cached"], reports["raw"], strict=True):
-        assert cached_row["predicted"] == raw_row["predicted"] == predicted[raw_row["path"]]
+        path = raw_row["path"]
+        label = raw_row["predicted"]
+        assert cached_row["predicted"] == label == predicted[path][0] == in_python[path][0]
+        # Raw videos, predict and predict_video all run the same fp32 pipeline (clips, mirrored views).
+        assert abs(float(raw_row[f"prob_{label}"]) - predicted[path][1]) < 1e-5
+        assert abs(float(raw_row[f"prob_{label}"]) - in_python[path][1]) < 1e-5
         probs = [(float(cached_row[k]), float(raw_row[k])) for k in raw_row if k.startswith("prob_")]
         assert all(abs(a - b) < 2e-2 for a, b in probs)  # the cache stores float16 features
 

@@ -55,6 +55,8 @@ def cache_fingerprint(model: torch.nn.Module, datasets: dict[str, VideoDataset])
             "stride": dataset.stride,
             "target_fps": dataset.target_fps,
             "clips": dataset.clips_per_video,
+            "random_flip": dataset.random_flip,
+            "mirrored_views": dataset.mirrored_views,
             "training": dataset.training,
             "seed": dataset.seed,
         }

@@ -23,9 +23,10 @@ from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.reports import RunReports
 
-# Settings that decide what a clip looks like: the data module's are the truth when training; a checkpoint's
-# (saved in the model's hyperparameters) are the truth when evaluating or predicting with it.
-FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling")
+# Settings that decide what a clip looks like and how a video is evaluated: the data module's are the truth when
+# training; a checkpoint's (saved in the model's hyperparameters) are the truth when evaluating or predicting with
+# it, so test, predict and predict_video give one checkpoint the same answer.
+FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling", "test_clips", "test_flip")
 TRAINER_FNS: dict[str, TrainerFn] = {
     "fit": TrainerFn.FITTING,
     "validate": TrainerFn.VALIDATING,
@@ -84,7 +85,8 @@ class VideoCLI(LightningCLI):
         evaluating_checkpoint = self.subcommand != "fit" and evaluated and model.get("class_names")
         if evaluating_checkpoint:
             for key in FRAME_SETTINGS:
-                data[key] = model[key]
+                if key in model:  # checkpoints saved before a setting existed keep the data's value
+                    data[key] = model[key]
             if data.get("train"):
                 source = f"data.train ({data.train})"
                 check_same_classes(

@@ -118,6 +118,38 @@ def test_multi_clip_items(video_dir, training):
     assert batch["frames"].shape == (2, 2, 4, 3, 32, 32) and batch["mask"].shape == (2, 2, 4)
 
 
+def test_random_flip_mirrors_every_second_cached_clip_whole(video_dir):
+    items = [(str(video_dir["mp4"]), 0)]
+    settings = dict(num_frames=4, img_size=32, clips_per_video=2, training=True, seed=3)
+    plain = VideoDataset(items, **settings)[0]["frames"]
+    flipped = VideoDataset(items, random_flip=True, **settings)[0]["frames"]
+    assert torch.equal(flipped[0], plain[0]) and torch.equal(flipped[1], plain[1].flip(-1))
+    assert not torch.equal(flipped[1], plain[1])
+
+
+def test_random_flip_of_single_clips_is_drawn_per_item(video_dir):
+    dataset = VideoDataset([(str(video_dir["mp4"]), 0)], num_frames=4, img_size=32, sampling="uniform",
+                           training=True, random_flip=True)  # fmt: skip
+    plain = VideoDataset([(str(video_dir["mp4"]), 0)], num_frames=4, img_size=32, sampling="uniform")[0]["frames"]
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed), __import__("random").seed(seed)
+        frames = dataset[0]["frames"]
+        assert torch.equal(frames, plain) or torch.equal(frames, plain.flip(-1))  # all frames alike
+        seen.add(torch.equal(frames, plain))
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("clips", [1, 2])
+def test_mirrored_views_follow_the_clips(video_dir, clips):
+    items = [(str(video_dir["mp4"]), 0)]
+    plain = VideoDataset(items, num_frames=4, img_size=32, clips_per_video=clips)[0]["frames"]
+    views = VideoDataset(items, num_frames=4, img_size=32, clips_per_video=clips, mirrored_views=True)[0]["frames"]
+    plain = plain if clips > 1 else plain[None]
+    assert views.shape == (2 * clips, *plain.shape[1:])
+    assert torch.equal(views[:clips], plain) and torch.equal(views[clips:], plain.flip(-1))
+
+
 def test_invalid_dataset_arguments(train_items):
     with pytest.raises(ValueError, match="on_error"):
         VideoDataset(train_items, on_error="ignore")

@@ -60,6 +60,10 @@ class VideoDataModule(L.LightningDataModule):
             trains only its head. See ``video_cnn_rnn.cache``.
         cache_clips: clips cached per training video (K different ``segment`` samples; training draws
             one at random each epoch). 1 caches the evaluation-time clip only.
+        train_flip: mirror training clips left-right (every frame of a clip alike): half of them at random, or
+            every second cached clip with ``cache_clips`` > 1. For footage whose classes do not depend on
+            left and right.
+        test_flip: also evaluate every validation/test/predict clip mirrored and average the predictions.
     """
 
     def __init__(
@@ -86,6 +90,8 @@ class VideoDataModule(L.LightningDataModule):
         seed: int = 42,
         feature_cache: str | None = None,
         cache_clips: int = 1,
+        train_flip: bool = False,
+        test_flip: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,7 +159,10 @@ class VideoDataModule(L.LightningDataModule):
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
             items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], hp.on_error)["predict"]
             self.datasets["predict"] = VideoDataset(
-                [(path, None) for path, _ in items], clips_per_video=hp.test_clips, **common
+                [(path, None) for path, _ in items],
+                clips_per_video=hp.test_clips,
+                mirrored_views=hp.test_flip,
+                **common,
             )
             return
         if self.cache_folder is not None:
@@ -178,7 +187,10 @@ class VideoDataModule(L.LightningDataModule):
                 clips, training = (hp.cache_clips, hp.cache_clips > 1) if training else (hp.test_clips, False)
             else:
                 clips = 1 if training else hp.test_clips
-            datasets[split] = VideoDataset(self._labelled(items), training=training, clips_per_video=clips, **common)
+            flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.test_flip}
+            datasets[split] = VideoDataset(
+                self._labelled(items), training=training, clips_per_video=clips, **flips, **common
+            )
         return datasets
 
     def prepare_feature_cache(self, model: L.LightningModule, trainer: L.Trainer) -> Path:

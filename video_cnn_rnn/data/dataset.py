@@ -19,7 +19,11 @@ class VideoDataset(Dataset):
 
     An item is ``{"frames": uint8 [L, C, H, W], "length": L, "label": int, "path": str}`` with ``L <= num_frames``
     (``frames`` is ``[K, L, C, H, W]`` when ``clips_per_video = K > 1``: K segment clips of the video, for
-    multi-clip testing or a multi-clip feature cache). A video that fails to decode raises a
+    multi-clip testing or a multi-clip feature cache; ``[2K, ...]`` with ``mirrored_views``: the K clips, then
+    the same K clips mirrored left-right).
+
+    ``random_flip`` mirrors whole training clips, every frame alike: at random with one clip per video, and
+    every second clip with K clips (a feature cache then holds both orientations of every video). A video that fails to decode raises a
     ``VideoDecodeError`` naming it (``on_error="raise"``) or becomes ``{"path": ..., "error": ...}``, which the
     collate function drops and reports (``on_error="skip"``).
 
@@ -41,6 +45,8 @@ class VideoDataset(Dataset):
         decode_timeout: float | None = 60.0,
         clips_per_video: int = 1,
         seed: int = 0,
+        random_flip: bool = False,
+        mirrored_views: bool = False,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -52,12 +58,27 @@ class VideoDataset(Dataset):
         self.training, self.backend, self.on_error = training, backend, on_error
         self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
         self.clips_per_video, self.seed = clips_per_video, seed
+        self.random_flip, self.mirrored_views = random_flip, mirrored_views
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.items)
 
     def _load(self, path: str, index: int) -> tuple[torch.Tensor, int]:
+        frames, length = self._decode(path, index)
+        if self.training and self.random_flip:
+            if self.clips_per_video == 1:
+                # The global generator, like the frame sampler: seeded per (seed, epoch, video) when resuming.
+                frames = frames.flip(-1) if random.random() < 0.5 else frames
+            else:
+                frames = frames.clone()
+                frames[1::2] = frames[1::2].flip(-1)  # [K, L, C, H, W]: every second clip mirrored
+        if self.mirrored_views:
+            clips = frames if self.clips_per_video > 1 else frames[None]  # -> [K, L, C, H, W]
+            frames = torch.cat([clips, clips.flip(-1)])  # -> [2K, L, C, H, W]
+        return frames, length
+
+    def _decode(self, path: str, index: int) -> tuple[torch.Tensor, int]:
         if self.clips_per_video == 1:
             return load_clip(
                 path,

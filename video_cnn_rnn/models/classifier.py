@@ -84,6 +84,8 @@ class VideoClassifier(L.LightningModule):
         num_frames: frames per clip, stored so ``predict_video`` rebuilds the input pipeline.
         img_size: frame side length, stored for the same reason.
         sampling: frame sampling strategy name, stored for the same reason.
+        test_clips: clips averaged per video at evaluation (the data module's), stored for the same reason.
+        test_flip: whether evaluation also averages the mirrored clips (the data module's), stored likewise.
         channels_last: run convolutional backbones in channels_last memory format.
         compile_backbone: ``torch.compile`` the backbone in place (state-dict keys are unchanged).
         backbone_batch_size: at most this many frames per backbone call; ``None`` runs all real frames of a
@@ -121,6 +123,8 @@ class VideoClassifier(L.LightningModule):
         num_frames: int = 20,
         img_size: int = 224,
         sampling: str = "uniform",
+        test_clips: int = 1,
+        test_flip: bool = False,
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
@@ -414,26 +418,31 @@ class VideoClassifier(L.LightningModule):
         """Top-k (class name, probability) pairs for one video, highest first.
 
         Args:
-            path_or_frames: a video path (decoded with the stored num_frames/img_size/sampling) or uint8
-                frames [L, C, H, W] already at the model's input size.
+            path_or_frames: a video path, decoded and evaluated as ``test`` and ``predict`` do with this
+                model's stored frame settings (num_frames, img_size, sampling, test_clips, test_flip), or
+                uint8 frames [L, C, H, W] already at the model's input size (one clip, as given).
             top_k: number of classes returned.
         """
         if isinstance(path_or_frames, torch.Tensor):
             frames, length = path_or_frames, path_or_frames.shape[0]
         else:
-            from video_cnn_rnn.data import load_clip  # lazy: the data stack is optional for inference
+            from video_cnn_rnn.data import VideoDataset  # lazy: the data stack is optional for inference
 
-            frames, length = load_clip(
-                str(path_or_frames),
+            video = VideoDataset(
+                [(str(path_or_frames), None)],
                 num_frames=self.hparams.num_frames,
                 img_size=self.hparams.img_size,
                 sampling=self.hparams.sampling,
-            )
-        mask = torch.arange(frames.shape[0]) < int(length)
+                clips_per_video=self.hparams.get("test_clips", 1),
+                mirrored_views=self.hparams.get("test_flip", False),
+            )[0]
+            frames, length = video["frames"], video["length"]
+        mask = (torch.arange(frames.shape[-4]) < int(length)).expand(frames.shape[:-3])  # [L] or [K, L]
+        batch = {"frames": frames.unsqueeze(0).to(self.device), "mask": mask.unsqueeze(0).to(self.device)}
         was_training = self.training
         self.eval()
         try:
-            logits = self(frames.unsqueeze(0).to(self.device), mask.unsqueeze(0).to(self.device))
+            logits = self._batch_logits(batch)
         finally:
             self.train(was_training)
         probs = logits.float().softmax(dim=-1)[0].cpu()
