@@ -201,3 +201,10 @@ def test_bad_video_is_skipped_and_reported_without_stopping_training(synthetic_r
     assert cli.trainer.state.finished
     reports = list(runs.glob("tiny/version_*/skipped_videos.txt"))
     assert reports and str(corrupt) in reports[0].read_text()
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("fit", "validate", "test", "predict", "extract", "cv", "synthetic"))

@@ -168,10 +168,20 @@ def synthetic_main(args: list[str]) -> None:
     print(f"synthetic dataset ready: {root / 'train.csv'}, {root / 'test.csv'}")
 
 
+# The subcommands main() adds to LightningCLI's, shown with its --help.
+EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
+  extract    build the frozen-backbone feature cache (--config ..., optionally --ckpt_path X)
+  cv         k-fold cross-validation through fit and test, beside a linear probe
+  synthetic  write the embedded demo dataset
+"""
+
+
 def main(args: list[str] | None = None) -> None:
     # A frozen backbone is kept in eval mode on purpose (BatchNorm statistics must not move).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     argv = sys.argv[1:] if args is None else args
+    if argv[:1] in (["-h"], ["--help"]):
+        print(EXTRA_SUBCOMMANDS)
     try:
         if argv and argv[0] == "synthetic":
             synthetic_main(argv[1:])
