@@ -38,14 +38,15 @@ from video_cnn_rnn.data.annotations import (
     read_source,
 )
 
-# Overrides that turn any recipe into its linear probe: same frames, backbone and cache; a frozen backbone, the
-# masked mean of the frame features and one linear layer, trained on every training video for a fixed budget.
+# Overrides that turn any recipe into its linear probe: the same backbone and frames (num_frames, img_size,
+# sampling), frozen; one clip per video, no augmentation or test-time averaging; dropout 0.5 on the frame features,
+# their masked mean and one linear layer, trained with AdamW on every training video for 60 epochs.
 LINEAR_PROBE: tuple[str, ...] = (
     "--model.freeze", "frozen",
     "--model.head", "mean",
     "--model.fc_hidden", "null",
-    "--model.feature_dropout", "0.0",
-    "--model.dropout", "0.5",
+    "--model.feature_dropout", "0.5",
+    "--model.dropout", "0.0",
     "--model.label_smoothing", "0.0",
     "--model.optimizer", "torch.optim.AdamW",
     "--model.optimizer.lr", "0.001",
@@ -56,6 +57,8 @@ LINEAR_PROBE: tuple[str, ...] = (
     "--data.val_fraction", "0",
     "--data.cache_clips", "1",
     "--data.test_clips", "1",
+    "--data.train_flip", "false",
+    "--data.test_flip", "false",
     "--checkpoint.monitor", "null",
 )  # fmt: skip
 
