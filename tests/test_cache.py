@@ -229,10 +229,12 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
     checkpoint = str(runs / "tiny" / "checkpoints" / "best.ckpt")
     reports = {}
-    for name, extra in (("cached", cached), ("raw", args)):
+    # "no_train": a checkpoint evaluated without training annotations brings its own classes.
+    for name, extra in (("cached", cached), ("raw", args), ("no_train", [*args, "--data.train", "null"])):
         out = cli("test", *extra, "--ckpt_path", checkpoint, "--reports.output_dir", str(tmp_path / name))
         assert ("using feature cache" in out) == (name == "cached")
         reports[name] = _read_csv_rows(tmp_path / name / "test_predictions.csv")
+    assert reports["no_train"] == reports["raw"]
     test_videos = [row["path"] for row in reports["raw"]]
     cli("predict", *args, "--ckpt_path", checkpoint, "--reports.output_dir", str(tmp_path / "predict"),
         "--data.predict", json.dumps(test_videos))  # fmt: skip
