@@ -227,6 +227,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
 
     cli("fit", *cached)
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert "using feature cache" in cli("fit", *cached, "--ckpt_path", "last", "--trainer.max_epochs", "3")
     checkpoint = str(runs / "tiny" / "checkpoints" / "best.ckpt")
     reports = {}
     # "no_train": a checkpoint evaluated without training annotations brings its own classes.
