@@ -245,6 +245,7 @@ def parse_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         prog="video-cnn-rnn cv",
         description="k-fold cross-validation through fit and test, beside a linear probe. Other arguments "
         "(--config, --model.*, --data.*, --trainer.*) go to every fit and test.",
+        allow_abbrev=False,  # --data.* and the like belong to fit and test, not to an abbreviated --data
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--folds", help="folder of train_K.csv / test_K.csv fold files")
