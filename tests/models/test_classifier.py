@@ -320,3 +320,22 @@ def test_backbone_batch_size_chunks_give_the_same_features() -> None:
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])  # 7 real frames: chunks of 3, 3, 1
     with torch.no_grad():
         torch.testing.assert_close(chunked.extract_features(frames, mask), whole.extract_features(frames, mask))
+
+
+def test_macro_metrics_stay_top1_when_the_first_batch_is_all_correct() -> None:
+    from torchmetrics.functional.classification import multiclass_f1_score
+
+    from video_cnn_rnn.models.classifier import _stage_metrics
+
+    metrics = _stage_metrics(6, "test")
+    first = torch.tensor([0, 0, 1, 1])  # all right: top-1 and top-5 states coincide after this batch
+    metrics.update(nn.functional.one_hot(first, 6).float() * 5, first)
+    torch.manual_seed(0)
+    labels, logits = torch.tensor([2, 3, 4, 5, 2, 3]), torch.randn(6, 6)
+    metrics.update(logits, labels)
+    values = metrics.compute()
+    all_labels = torch.cat([first, labels])
+    all_preds = torch.cat([first, logits.argmax(-1)])
+    expected = multiclass_f1_score(all_preds, all_labels, 6, average="macro")
+    torch.testing.assert_close(values["test_f1"], expected)
+    assert values["test_acc_top5"] > values["test_f1"]
