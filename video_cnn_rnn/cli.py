@@ -27,12 +27,6 @@ from video_cnn_rnn.reports import RunReports
 # training; a checkpoint's (saved in the model's hyperparameters) are the truth when evaluating or predicting with
 # it, so test, predict and predict_video give one checkpoint the same answer.
 FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling", "test_clips", "test_flip")
-TRAINER_FNS: dict[str, TrainerFn] = {
-    "fit": TrainerFn.FITTING,
-    "validate": TrainerFn.VALIDATING,
-    "test": TrainerFn.TESTING,
-    "predict": TrainerFn.PREDICTING,
-}
 
 
 def check_same_classes(checkpoint_classes: list[str], data_classes: list[str], source: str) -> None:
@@ -116,7 +110,7 @@ class VideoCLI(LightningCLI):
             return ckpt_path
         # The Trainer resolves these names itself, but only after the before_<subcommand> hooks have run.
         connector = self.trainer._checkpoint_connector
-        return connector._parse_ckpt_path(TRAINER_FNS[self.subcommand], ckpt_path, True, False)
+        return connector._parse_ckpt_path(TrainerFn(self.subcommand), ckpt_path, True, False)
 
     def prepare_run(self) -> None:
         """Before any frame is decoded: the checkpoint's weights in the model, its classes in the data module,
