@@ -1,4 +1,4 @@
-"""Feature-cache benchmarks: extraction throughput, the seeds' 818-clip workload, head-only vs end-to-end epochs.
+"""Feature-cache benchmarks: extraction throughput, the Keras examples' 818-clip workload, head-only vs end-to-end epochs.
 
     python benchmarks/bench_cache.py                       # defaults: ~6 min on 2 shared CPU cores
     python benchmarks/bench_cache.py --backbones efficientnet_lite0 resnet18 inception_v3
@@ -7,13 +7,13 @@
 Random-init timm backbones (speed does not depend on weights); nothing is downloaded. Every comparison runs its
 cases alternately in one process and reports medians, so load from other jobs on the machine hits all alike.
 
-1. Extraction throughput (frames/s) of one backbone: (a) one frame per forward call in fp32 (the Keras seeds call
+1. Extraction throughput (frames/s) of one backbone: (a) one frame per forward call in fp32 (the Keras examples call
    ``feature_extractor.predict`` per frame), (b) batches of 32 frames fp32, (c) batch 32 channels_last fp32,
    (d) batch 32 channels_last under bf16 autocast, (d2) batch 32 NCHW bf16, and (e) the cache's own path:
    ``VideoClassifier(channels_last=True).extract_features`` on uint8 clips, as ``video-cnn-rnn extract`` runs
    it: (e) all 8 clips x 20 frames in one backbone call, (f) in chunks of 32 frames (``backbone_batch_size``),
    each with and without bf16 autocast.
-2. The seeds' workload: 818 UCF101-like clips (320x240, 25 fps, 4-10 s; half MPEG-4 .avi, half H.264 .mp4)
+2. The Keras examples' workload: 818 UCF101-like clips (320x240, 25 fps, 4-10 s; half MPEG-4 .avi, half H.264 .mp4)
    x 20 frames (``sampling="first"``), decode + extract with ``build_feature_cache`` and a CPU Trainer in
    ``--precision`` (default 32-true). A subset (``--clips``) is timed and extrapolated to 818 clips, with 0 and
    ``--workers`` decoding workers.
@@ -40,18 +40,20 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from timing import time_interleaved
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from video_cnn_rnn.cache import FeatureCacheDataset, build_feature_cache
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import VideoDataset
+from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.synthetic import write_video
+from video_cnn_rnn.extraction import build_feature_cache
 from video_cnn_rnn.models import VideoClassifier
 from video_cnn_rnn.models.backbone import create_backbone
 
-SEED_CLIPS = 818  # the seeds' UCF101 subset
-SEED_MINUTES_GPU = 20.0  # what the seed reports for its extraction on a GPU machine
+SEED_CLIPS = 818  # the Keras examples' UCF101 subset
+SEED_MINUTES_GPU = 20.0  # what the Keras example reports for its extraction on a GPU machine
 VIDEO_DIR = Path("/tmp/bench_cache_videos")
 DEFAULT_SIZES = {"inception_v3": 299}
 
@@ -66,20 +68,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*num_workers.*")
     warnings.filterwarnings("ignore", ".*Disabling autocast.*")  # reported by bench_seed_workload instead
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-
-
-def time_interleaved(fns: list[Callable[[], Any]], repeats: int, warmup: int = 1) -> list[float]:
-    """Median wall seconds of each function, running them alternately (a, b, c, a, b, c, ...)."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
 
 
 def bf16() -> contextlib.AbstractContextManager:
@@ -112,7 +100,7 @@ def extraction_cases(backbone: str, img_size: int, batch: int, singles: int) -> 
     chunked = VideoClassifier(backbone=backbone, num_classes=2, channels_last=True, backbone_batch_size=batch).eval()
     chunked.load_state_dict(model.state_dict())
     plain = create_backbone(backbone).eval()
-    plain.load_state_dict(model.backbone.state_dict())  # same weights, default (NCHW) memory format
+    plain.load_state_dict(model.network.backbone.state_dict())  # same weights, default (NCHW) memory format
     nhwc = copy.deepcopy(plain).to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, img_size, img_size, generator=generator)
@@ -139,7 +127,7 @@ def extraction_cases(backbone: str, img_size: int, batch: int, singles: int) -> 
     ) -> Callable[[], Any]:
         def run() -> None:
             with bf16() if low_precision else contextlib.nullcontext():
-                net.extract_features(frames, mask)
+                net.network.extract_features(frames, mask)
 
         return run
 
@@ -249,7 +237,9 @@ def time_cache_build(model: VideoClassifier, dataset: VideoDataset, workers: int
     root = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     try:
         start = time.perf_counter()
-        folder = build_feature_cache(model, {"train": dataset}, root, cpu_trainer(), batch_size=8, num_workers=workers)
+        folder = build_feature_cache(
+            model.network, {"train": dataset}, root, cpu_trainer(), batch_size=8, num_workers=workers
+        )
         seconds = time.perf_counter() - start
         if keep is not None and not keep.exists():
             shutil.move(str(folder), keep)
@@ -272,7 +262,9 @@ def bench_seed_workload(model: VideoClassifier, items: list[tuple[str, int]], ar
     decode_s = time_decode_only(dataset, min(len(items), 40))
     with torch.inference_mode(), bf16() if PRECISION.startswith("bf16") else contextlib.nullcontext():
         # warm oneDNN's kernels for the 8x20 batch shape
-        model.extract_features(torch.zeros(8, 20, 3, 224, 224, dtype=torch.uint8), torch.ones(8, 20, dtype=torch.bool))
+        model.network.extract_features(
+            torch.zeros(8, 20, 3, 224, 224, dtype=torch.uint8), torch.ones(8, 20, dtype=torch.bool)
+        )
     worker_counts = [0, args.workers]
     times: dict[int, list[float]] = {w: [] for w in worker_counts}
     for _ in range(args.cache_repeats):
@@ -329,8 +321,8 @@ def bench_epochs(items: list[tuple[str, int]], cache_folder: Path, args: argpars
     """Head-only epoch from the cache vs end-to-end frozen epoch decoding the same videos."""
     n = min(args.epoch_clips, len(items))
     model = VideoClassifier(backbone="efficientnet_lite0", num_classes=args.num_classes, num_frames=20)
-    cached = Subset(FeatureCacheDataset(cache_folder, training=True), range(n))
-    videos = VideoDataset(items[:n], num_frames=20, img_size=224, sampling="first", training=True, backend=args.backend)
+    cached = Subset(FeatureCacheDataset(cache_folder, augment=True), range(n))
+    videos = VideoDataset(items[:n], num_frames=20, img_size=224, sampling="first", augment=True, backend=args.backend)
     cases = {
         f"from cache (FeatureCacheDataset, {args.workers} workers)": lambda: time_fit_epoch(
             model, epoch_loader(cached, args.workers)

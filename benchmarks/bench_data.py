@@ -1,4 +1,4 @@
-"""Data-loading benchmark: the Keras seed's OpenCV loop vs ``load_clip`` (decord / PyAV), DataLoader scaling, memory.
+"""Data-loading benchmark: the Keras example's OpenCV loop vs ``load_clip`` (decord / PyAV), DataLoader scaling, memory.
 
 Run: ``.venv/bin/python benchmarks/bench_data.py`` (about 2-4 minutes on 2 cores; the videos are generated once
 and cached under ``$BENCH_CACHE``, default ``/tmp/video_cnn_rnn_bench``).
@@ -7,7 +7,7 @@ What it measures:
 
 1. Clips per second on UCF101-like files (320x240, 25 fps, 4-10 s, half .avi MPEG-4 Part 2 and half .mp4 H.264,
    keyframe every 250 frames, i.e. one per clip as in UCF101), one core, single-threaded decoders:
-   - ``seed loop``: the Keras seed's ``load_video``: ``cv2.VideoCapture`` reads every frame, centre-crops a
+   - ``Keras example's loop``: the Keras example's ``load_video``: ``cv2.VideoCapture`` reads every frame, centre-crops a
      square, resizes it to 224, BGR -> RGB, and the first 20 frames are kept (``MAX_SEQ_LENGTH``);
    - ``load_clip`` with ``first`` (20 frames) and ``uniform`` (20 frames over the whole video), 224 px, with each
      backend: ``auto`` (the default), ``decord``, ``pyav``;
@@ -16,7 +16,7 @@ What it measures:
    the real UCF101 samples beside the checkout (``../shared/data/ucf101_samples``) when present.
 2. DataLoader throughput (``VideoDataset`` + ``collate_clips``, default backend) with 1 and 2 workers.
 3. Peak memory (peak-RSS growth, VmHWM, in a fresh subprocess per measurement) of one ``load_clip`` on a 1080p H.264
-   video of 10 s and of 40 s: flat in the video's length, unlike the seed loop, which keeps every frame.
+   video of 10 s and of 40 s: flat in the video's length, unlike the Keras example's loop, which keeps every frame.
 """
 
 import argparse
@@ -134,7 +134,7 @@ def hd_files(cache: Path) -> dict[int, Path]:
 
 
 def seed_load_video(path: str, max_frames: int = 0, resize: tuple[int, int] = (IMG_SIZE, IMG_SIZE)) -> np.ndarray:
-    """The Keras seed's load_video, verbatim (crop_center_square inlined)."""
+    """The Keras example's load_video, verbatim (crop_center_square inlined)."""
     import cv2
 
     cap = cv2.VideoCapture(path)
@@ -159,7 +159,7 @@ def seed_load_video(path: str, max_frames: int = 0, resize: tuple[int, int] = (I
 
 
 def seed_loop(path: str) -> int:
-    """What the seed does per video: load every frame, keep the first MAX_SEQ_LENGTH."""
+    """What the Keras example does per video: load every frame, keep the first MAX_SEQ_LENGTH."""
     return len(seed_load_video(path)[:NUM_FRAMES])
 
 
@@ -220,7 +220,7 @@ BACKENDS = ("auto", "decord", "pyav")
 def per_clip_table(
     paths: list[Path], repeats: int, samplings: tuple[str, ...] = ("first", "uniform"), with_seed_loop: bool = True
 ) -> dict[str, float]:
-    methods = {"seed loop (cv2, all frames, keep 20)": seed_loop} if with_seed_loop else {}
+    methods = {"Keras example's loop (cv2, all frames, keep 20)": seed_loop} if with_seed_loop else {}
     for sampling in samplings:
         methods.update({f"load_clip {b} {sampling}": load_clip_fn(b, sampling) for b in BACKENDS})
     methods["whole stream: pyav decode"] = whole_stream_pyav
@@ -229,7 +229,7 @@ def per_clip_table(
 
 
 def print_table(rates: dict[str, float], baseline: str | None) -> float:
-    """Print clips/s, vs the seed loop (``baseline``) and vs the fastest whole-stream decode; return the latter."""
+    """Print clips/s, vs the Keras example's loop (``baseline``) and vs the fastest whole-stream decode; return the latter."""
     whole = max(rates["whole stream: pyav decode"], rates["whole stream: decord sequential"])
     print(f"{'method':40s} {'clips/s':>9s} {'vs seed':>9s} {'vs whole-stream':>16s}")
     for name, rate in rates.items():
@@ -367,9 +367,9 @@ def main() -> None:
     finally:
         os.sched_setaffinity(0, all_cpus)
 
-    seed = rates["seed loop (cv2, all frames, keep 20)"]
+    seed = rates["Keras example's loop (cv2, all frames, keep 20)"]
     print(f"\n1. Per-clip, one core, {NUM_FRAMES} frames at {IMG_SIZE}px")
-    whole = print_table(rates, "seed loop (cv2, all frames, keep 20)")
+    whole = print_table(rates, "Keras example's loop (cv2, all frames, keep 20)")
     print(f"\n1b. uniform on {len(short_gop)} short-GOP files (60 s, 320x240, 25 fps, a keyframe every 25 frames)")
     print_table(short_gop_rates, None)
     if ucf101_rates:
@@ -385,7 +385,7 @@ def main() -> None:
     print("\n3. Peak memory of one clip (uniform, 20x224px) on 1080p H.264, 10 fps; peak-RSS growth per subprocess")
     memory = {(m, s): peak_memory(m, hd[s], warm) for m in (*BACKENDS, "seed") for s in sorted(hd)}
     print(f"{'method':10s} " + " ".join(f"{f'{s} s video':>14s}" for s in sorted(hd)) + f" {'40s/10s':>8s}")
-    print("(seed = the seed loop: every frame at 224 px is kept in memory before the first 20 are taken)")
+    print("(seed = the Keras example's loop: every frame at 224 px is kept in memory before the first 20 are taken)")
     for method in (*BACKENDS, "seed"):
         cells = [memory[(method, s)]["delta_mb"] for s in sorted(hd)]
         ratio = cells[-1] / max(cells[0], 1.0)
@@ -400,8 +400,8 @@ def main() -> None:
     for backend in BACKENDS:
         first, uniform = rates[f"load_clip {backend} first"], rates[f"load_clip {backend} uniform"]
         checks += [
-            (f"{backend:6s} first >= 8x seed loop ({first / seed:.1f}x)", first >= 8 * seed),
-            (f"{backend:6s} uniform >= 2x seed loop ({uniform / seed:.1f}x)", uniform >= 2 * seed),
+            (f"{backend:6s} first >= 8x Keras example's loop ({first / seed:.1f}x)", first >= 8 * seed),
+            (f"{backend:6s} uniform >= 2x Keras example's loop ({uniform / seed:.1f}x)", uniform >= 2 * seed),
             (f"{backend:6s} uniform within 10% of whole-stream decode ({uniform / whole:.2f})", uniform >= 0.9 * whole),
         ]
     checks += [

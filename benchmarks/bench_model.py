@@ -12,11 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import time_interleaved
 from torch import nn
 
 from video_cnn_rnn.models import VideoClassifier
@@ -28,24 +27,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: list[Callable[[], None]], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
-    """Median wall time of each function in milliseconds.
-
-    Runs alternate between the functions so drift in machine load (shared CI cores, CPU boost) hits
-    every case alike instead of skewing the ratio.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    sync(device)
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, bucket in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            bucket.append((time.perf_counter() - start) * 1000.0)
-    return [statistics.median(bucket) for bucket in times]
+def time_interleaved_ms(
+    fns: list[Callable[[], None]], device: torch.device, repeats: int, warmup: int = 2
+) -> list[float]:
+    """Median wall time of each function in milliseconds, the functions taking turns."""
+    seconds = time_interleaved(fns, repeats, warmup, sync=lambda: sync(device))
+    return [1000.0 * value for value in seconds]
 
 
 def make_mask(batch: int, steps: int, padding: float, device: torch.device) -> torch.Tensor:
@@ -71,12 +58,12 @@ def bench_backbone(args: argparse.Namespace, device: torch.device) -> list[tuple
     def step(real_frames_only: bool) -> Callable[[], None]:
         def run() -> None:
             model.zero_grad(set_to_none=True)
-            features = model.extract_features(frames, mask, real_frames_only=real_frames_only)
-            model.forward_features(features, mask).logsumexp(-1).sum().backward()
+            features = model.network.extract_features(frames, mask, real_frames_only=real_frames_only)
+            model.network.forward_features(features, mask).logsumexp(-1).sum().backward()
 
         return run
 
-    real, every = time_interleaved([step(True), step(False)], device, args.repeats)
+    real, every = time_interleaved_ms([step(True), step(False)], device, args.repeats)
     return [("backbone: real frames only", real), ("backbone: every padded frame", every)]
 
 
@@ -117,7 +104,7 @@ def bench_heads(args: argparse.Namespace, device: torch.device) -> list[tuple[st
 
     for head in heads.values():
         head.train()
-    times = time_interleaved([step(h) for h in heads.values()], device, args.head_repeats, warmup=3)
+    times = time_interleaved_ms([step(h) for h in heads.values()], device, args.head_repeats, warmup=3)
     return list(zip(heads, times, strict=True))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from video_cnn_rnn.cli import run_cli
 from video_cnn_rnn.crossval import (
     Fold,
     check_folds,
@@ -118,7 +119,7 @@ def test_cv_runs_fit_and_test_per_fold_beside_the_linear_probe(synthetic_root: P
         *tiny_args(synthetic_root, tmp_path / "runs"),
         "--trainer.max_epochs", "1", "--data.feature_cache", str(tmp_path / "cache"),
     ]  # fmt: skip
-    results = cv_main(args)
+    results = cv_main(args, run_cli)
     assert list(results) == ["linear_probe", "gru"] and all(len(rows) == 2 for rows in results.values())
     saved = json.loads((tmp_path / "cv" / "results.json").read_text())
     assert [Fold(**fold) for fold in saved["folds"]] == folds_from_folder(tmp_path / "cv" / "folds")

@@ -25,6 +25,7 @@ from timm.data import resolve_model_data_config
 
 from video_cnn_rnn.cli import run_cli
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -149,7 +150,7 @@ def test_mixed_precision_fit_on_gpu(synthetic_root: Path, tmp_path: Path, precis
     data = make_data(synthetic_root)
     model = make_model(data.class_names, head=head, freeze="finetune")
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
-    backbone_dtypes = record_output_dtypes(model.backbone)
+    backbone_dtypes = record_output_dtypes(model.network.backbone)
     losses = StepRecorder()
     trainer = make_trainer(tmp_path, precision=precision, max_epochs=2, callbacks=[losses])
     trainer.fit(model, datamodule=data)
@@ -205,7 +206,7 @@ def test_uint8_frames_are_pinned_cross_as_uint8_and_are_normalised_on_the_gpu(
         backbone="test_efficientnet", class_names=data.class_names, num_frames=NUM_FRAMES, img_size=IMG
     )
     backbone_inputs: list[torch.Tensor] = []
-    model.backbone.register_forward_pre_hook(lambda _module, args: backbone_inputs.append(args[0].detach()))
+    model.network.backbone.register_forward_pre_hook(lambda _module, args: backbone_inputs.append(args[0].detach()))
     trainer = make_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
 
@@ -241,8 +242,8 @@ def test_cpu_frames_are_normalised_on_the_models_gpu(synthetic_root: Path) -> No
         model.cuda()
         frames, mask = batch["frames"].cuda(), batch["mask"].cuda()
         on_gpu = model(frames, mask)
-        features_from_cpu_frames = model.extract_features(batch["frames"], batch["mask"])
-        features_from_gpu_frames = model.extract_features(frames, mask)
+        features_from_cpu_frames = model.network.extract_features(batch["frames"], batch["mask"])
+        features_from_gpu_frames = model.network.extract_features(frames, mask)
     assert on_gpu.device.type == "cuda" and features_from_cpu_frames.device.type == "cuda"
     torch.testing.assert_close(features_from_cpu_frames, features_from_gpu_frames, atol=0, rtol=0)
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-3, rtol=1e-3)  # TF32 convolutions on the GPU
@@ -302,7 +303,7 @@ def test_cli_fit_test_predict_on_gpu_16_mixed(synthetic_root: Path, tmp_path: Pa
         "--trainer.logger.init_args.save_dir", str(runs),
         "--trainer.logger.init_args.name", "gpu",
         "--checkpoint.dirpath", str(runs / "gpu" / "checkpoints"),
-        "--model.backbone", "test_efficientnet",
+        "--model.network.backbone", "test_efficientnet",
         "--model.head", "transformer",
         "--model.d_model", "16",
         "--model.num_heads", "2",
@@ -361,13 +362,15 @@ def test_compiled_backbone_on_gpu(synthetic_root: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(actual, expected, atol=1e-3, rtol=1e-3)
 
     model = make_model(data.class_names, compile_backbone=True, freeze="finetune")
-    before = {name: param.detach().clone() for name, param in model.backbone.named_parameters()}
+    before = {name: param.detach().clone() for name, param in model.network.backbone.named_parameters()}
     losses = StepRecorder()
     trainer = make_trainer(tmp_path, precision="bf16-mixed", max_epochs=1, limit_val_batches=1, callbacks=[losses])
     trainer.fit(model, datamodule=data)
     assert losses.losses and all(math.isfinite(loss) for loss in losses.losses), losses.losses
     assert not any("_orig_mod" in key for key in model.state_dict())
-    moved = [name for name, param in model.backbone.named_parameters() if not torch.equal(param.cpu(), before[name])]
+    moved = [
+        name for name, param in model.network.backbone.named_parameters() if not torch.equal(param.cpu(), before[name])
+    ]
     assert moved, "no backbone parameter changed through the compiled backbone"
 
 
@@ -379,12 +382,14 @@ def test_feature_cache_extracted_on_gpu_matches_cpu_and_trains_on_gpu(synthetic_
     the head then trains on the GPU from the cache alone."""
     data_gpu = make_data(synthetic_root, feature_cache=str(tmp_path / "gpu"))
     model = make_model(data_gpu.class_names)
-    backbone_dtypes = record_output_dtypes(model.backbone)
-    folder_gpu = data_gpu.prepare_feature_cache(model, make_trainer(tmp_path, precision="16-mixed"))
+    backbone_dtypes = record_output_dtypes(model.network.backbone)
+    folder_gpu = prepare_feature_cache(data_gpu, model.network, make_trainer(tmp_path, precision="16-mixed"))
     assert backbone_dtypes and set(backbone_dtypes) == {torch.float16}
 
-    folder_cpu = make_data(synthetic_root, feature_cache=str(tmp_path / "cpu")).prepare_feature_cache(
-        model, make_trainer(tmp_path, accelerator="cpu")
+    folder_cpu = prepare_feature_cache(
+        make_data(synthetic_root, feature_cache=str(tmp_path / "cpu")),
+        model.network,
+        make_trainer(tmp_path, accelerator="cpu"),
     )
     assert folder_gpu.name == folder_cpu.name  # the same fingerprint: the weights did not change on the way
     for split in ("train", "val", "test"):

@@ -8,6 +8,7 @@ video-cnn-rnn synthetic data/synthetic                         # write the embed
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
 """
 
+import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -18,31 +19,19 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
 
-from video_cnn_rnn.data.annotations import ManifestError, class_names_from, read_source
+from video_cnn_rnn.crossval import cv_main
+from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
-from video_cnn_rnn.models.classifier import VideoClassifier
+from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
+from video_cnn_rnn.extraction import prepare_feature_cache
+from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
 from video_cnn_rnn.reports import RunReports
 
-# Settings that decide what a clip looks like and how a video is evaluated: the data module's are the truth when
-# training; a checkpoint's (saved in the model's hyperparameters) are the truth when evaluating or predicting with
-# it, so test, predict and predict_video give one checkpoint the same answer.
-FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling", "test_clips", "test_flip")
-
-
-def check_same_classes(checkpoint_classes: list[str], data_classes: list[str], source: str) -> None:
-    """A checkpoint's label ids are its class list's order: data labelled with other names would be scored wrong."""
-    if list(checkpoint_classes) == list(data_classes):
-        return
-    only_checkpoint = sorted(set(checkpoint_classes) - set(data_classes))
-    only_data = sorted(set(data_classes) - set(checkpoint_classes))
-    details = [f"only in the checkpoint: {only_checkpoint}"] if only_checkpoint else []
-    details += [f"only in {source}: {only_data}"] if only_data else []
-    if not details:
-        details = [f"same names in another order: checkpoint {list(checkpoint_classes)}, data {list(data_classes)}"]
-    raise ManifestError(
-        f"the checkpoint's classes differ from the labels of {source}; evaluate it on data with its classes "
-        f"({'; '.join(details)})"
-    )
+# Settings the data module owns and the model records: what a clip looks like and how a video is evaluated, and
+# the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed) brings its own, and
+# they go to the data module, so test, predict and predict_video give one checkpoint the same answer.
+FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling", "eval_clips", "eval_flip")
+DATA_OWNED: tuple[str, ...] = (*FRAME_SETTINGS, "class_names")
 
 
 class VideoCLI(LightningCLI):
@@ -60,7 +49,7 @@ class VideoCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
-                "checkpoint.monitor": "val_loss",  # the seeds keep the best val_loss model
+                "checkpoint.monitor": "val_loss",  # the Keras examples keep the best val_loss model
                 "checkpoint.mode": "min",
                 "checkpoint.filename": "best",
                 "checkpoint.save_last": True,
@@ -69,37 +58,31 @@ class VideoCLI(LightningCLI):
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.add_lightning_class_args(RunReports, "reports")
+        for name in FRAME_SETTINGS:
+            parser.link_arguments(f"data.{name}", f"model.{name}")
+        # The data module works the vocabulary out from its annotations when it is built.
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's: a subcommand's ``--ckpt_path`` hyperparameters override the config (upgraded, and the
+        data-owned ones given to the data module)."""
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            self._take_checkpoint_hparams(ckpt_path, self.config.subcommand)
 
     def before_instantiate_classes(self) -> None:
         if not self.subcommand and self.checkpoint:
             self._take_checkpoint_hparams(self.checkpoint)
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        model, data = config.model, config.data
-        evaluated = self.checkpoint if not self.subcommand else config.get("ckpt_path")
-        evaluating_checkpoint = self.subcommand != "fit" and evaluated and model.get("class_names")
-        if evaluating_checkpoint:
-            for key in FRAME_SETTINGS:
-                if key in model:  # checkpoints saved before a setting existed keep the data's value
-                    data[key] = model[key]
-            if data.get("train"):
-                source = f"data.train ({data.train})"
-                check_same_classes(
-                    model.class_names, class_names_from(read_source(data.train, data.get("video_root"))), source
-                )
-            return
-        for key in FRAME_SETTINGS:
-            model[key] = data[key]
-        if data.get("train"):
-            # The vocabulary comes from the training annotations (sorted unique labels, the seed's StringLookup).
-            model.class_names = class_names_from(read_source(data.train, data.get("video_root")))
-            model.num_classes = len(model.class_names)
 
-    def _take_checkpoint_hparams(self, path: str) -> None:
-        """What LightningCLI does for a subcommand's ``--ckpt_path``: the checkpoint's hparams override the config."""
+    def _take_checkpoint_hparams(self, path: str, subcommand: str | None = None) -> None:
         hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        hparams = upgrade_hparams(hparams)
         hparams.pop("_instantiator", None)
-        if hparams:
-            self.config = self.parser.parse_object({"model": hparams}, self.config)
+        if not hparams:
+            return
+        data = {name: hparams.pop(name) for name in DATA_OWNED if name in hparams}
+        config = {"model": hparams, "data": data}
+        self.config = self.parser.parse_object({subcommand: config} if subcommand else config, self.config)
 
     def checkpoint_file(self) -> str | None:
         """The checkpoint this run restores, with Lightning's ``last`` / ``best`` / ``hpc`` resolved to a file."""
@@ -122,10 +105,9 @@ class VideoCLI(LightningCLI):
             # is saved with pretrained=False).
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["state_dict"])
-            if self.datamodule.class_names is None:
-                self.datamodule.class_names = self.model.class_names
-        if self.datamodule.hparams.feature_cache and self.subcommand != "predict":
-            folder = self.datamodule.prepare_feature_cache(self.model, self.trainer)
+        data = self.datamodule
+        if data.hparams.feature_cache and self.subcommand != "predict":
+            folder = prepare_feature_cache(data, self.model.network, self.trainer)
             if self.trainer.is_global_zero:
                 print(f"using feature cache {folder}")
 
@@ -147,11 +129,21 @@ def run_cli(args: list[str] | None = None, run: bool = True, checkpoint: str | N
     )
 
 
+def extract_main(args: list[str]) -> None:
+    """``video-cnn-rnn extract --config ... [--ckpt_path X]``: build (or reuse) the cache for the configured data
+    and model; with ``--ckpt_path``, for the checkpoint's backbone weights and frame settings."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--ckpt_path", default=None)
+    options, rest = parser.parse_known_args(args)
+    cli = run_cli(rest, run=False, checkpoint=options.ckpt_path)
+    if not cli.datamodule.hparams.feature_cache:
+        raise SystemExit("video-cnn-rnn extract: set data.feature_cache to the cache's root folder")
+    cli.prepare_run()
+    if cli.trainer.is_global_zero:
+        print(f"feature cache ready: {cli.datamodule.cache_folder}")
+
+
 def synthetic_main(args: list[str]) -> None:
-    import argparse
-
-    from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
-
     parser = argparse.ArgumentParser(prog="video-cnn-rnn synthetic", description="Write the embedded demo dataset.")
     parser.add_argument("root", nargs="?", default="data/synthetic")
     parser.add_argument("--train-per-class", type=int, default=24)
@@ -180,12 +172,8 @@ def main(args: list[str] | None = None) -> None:
         if argv and argv[0] == "synthetic":
             synthetic_main(argv[1:])
         elif argv and argv[0] == "cv":
-            from video_cnn_rnn.crossval import cv_main
-
-            cv_main(argv[1:])
+            cv_main(argv[1:], run_cli)
         elif argv and argv[0] == "extract":
-            from video_cnn_rnn.cache import extract_main
-
             extract_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself

@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from video_cnn_rnn.data.annotations import (
     Item,
@@ -37,6 +38,7 @@ from video_cnn_rnn.data.annotations import (
     group_of,
     read_source,
 )
+from video_cnn_rnn.models.heads import HEAD_SETTINGS
 
 # Overrides that turn any recipe into its linear probe: the same backbone and frames (num_frames, img_size,
 # sampling), frozen; one clip per video, no augmentation or test-time averaging; dropout 0.5 on the frame features,
@@ -56,16 +58,18 @@ LINEAR_PROBE: tuple[str, ...] = (
     "--trainer.callbacks", "[]",
     "--data.val_fraction", "0",
     "--data.cache_clips", "1",
-    "--data.test_clips", "1",
+    "--data.eval_clips", "1",
     "--data.train_flip", "false",
-    "--data.test_flip", "false",
+    "--data.eval_flip", "false",
     "--checkpoint.monitor", "null",
+    # The recipe's head settings belong to another head.
+    *(option for name in sorted({n for names in HEAD_SETTINGS.values() for n in names}) for option in (f"--model.{name}", "null")),
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Fold:
-    """One fold's annotation files (seed-format CSVs or any source ``data.train`` / ``data.test`` accept)."""
+    """One fold's annotation files (Keras-example CSVs or any source ``data.train`` / ``data.test`` accept)."""
 
     train: str
     test: str
@@ -186,10 +190,13 @@ def check_folds(folds: Sequence[Fold], video_root: str | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------- runs
 
 
-def run_fold(cli_args: Sequence[str], fold: Fold, folder: Path) -> dict[str, float]:
-    """``fit`` on the fold's training videos, ``test`` its checkpoint on the test videos -> the test metrics."""
-    from video_cnn_rnn.cli import run_cli
+def run_fold(
+    run_cli: Callable[[list[str]], Any], cli_args: Sequence[str], fold: Fold, folder: Path
+) -> dict[str, float]:
+    """``fit`` on the fold's training videos, ``test`` its checkpoint on the test videos -> the test metrics.
 
+    ``run_cli`` is ``video_cnn_rnn.cli.run_cli``, passed in because the command line sits above this module.
+    """
     # run_cli is given its arguments while sys.argv holds the cv command's: intended here, not a mistake.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     args = [
@@ -264,7 +271,7 @@ def parse_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(args)
 
 
-def cv_main(args: Sequence[str]) -> dict[str, list[dict[str, float]]]:
+def cv_main(args: Sequence[str], run_cli: Callable[[list[str]], Any]) -> dict[str, list[dict[str, float]]]:
     options, common = parse_args(args)
     output = Path(options.output)
     if options.folds:
@@ -296,7 +303,7 @@ def cv_main(args: Sequence[str]) -> dict[str, list[dict[str, float]]]:
         for k in chosen:
             print(f"== cv: {name}, fold {k} of {len(folds)}", flush=True)
             # A recipe's own arguments come last, so they override the common ones.
-            row = run_fold([*common, *extra], folds[k], output / name / f"fold_{k}")
+            row = run_fold(run_cli, [*common, *extra], folds[k], output / name / f"fold_{k}")
             results.setdefault(name, []).append(row)
     report = format_report(results, None if options.no_baseline else "linear_probe")
     print("\n" + report)

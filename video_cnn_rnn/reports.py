@@ -68,7 +68,7 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
 
 
 def write_gif(frames: torch.Tensor, caption: str, path: Path, fps: int = 10) -> None:
-    """The seed's ``to_gif``: uint8 frames [T, C, H, W] as an animated GIF, with the prediction written on."""
+    """The Keras example's ``to_gif``: uint8 frames [T, C, H, W] as an animated GIF, with the prediction written on."""
     from PIL import Image, ImageDraw
 
     images = []
@@ -92,7 +92,7 @@ class RunReports(L.Callback):
     Args:
         top_k: labels per video in printed and written predictions.
         output_dir: folder for the files; default: the trainer's log folder.
-        print_predictions: print each video's top-k like the seed's ``sequence_prediction``.
+        print_predictions: print each video's top-k like the Keras example's ``sequence_prediction``.
         gif: also write an animated GIF per predicted video: its sampled frames with the predicted label.
     """
 

@@ -75,7 +75,7 @@ def train_items(synthetic_root):
 
 @pytest.mark.parametrize("sampling", ["first", "uniform", "segment", "stride"])
 def test_dataset_items(train_items, sampling):
-    dataset = VideoDataset(train_items[:6], num_frames=8, img_size=32, sampling=sampling, training=True)
+    dataset = VideoDataset(train_items[:6], num_frames=8, img_size=32, sampling=sampling, augment=True)
     assert len(dataset) == 6
     for index in range(len(dataset)):
         item = dataset[index]
@@ -108,7 +108,7 @@ def test_unlabelled_items(train_items):
 @pytest.mark.parametrize("training", [False, True])
 def test_multi_clip_items(video_dir, training):
     items = [(str(video_dir["mp4"]), 0), (str(video_dir["short_avi"]), 1)]
-    dataset = VideoDataset(items, num_frames=4, img_size=32, clips_per_video=2, training=training, seed=3)
+    dataset = VideoDataset(items, num_frames=4, img_size=32, clips_per_video=2, augment=training, seed=3)
     first, second = dataset[0], dataset[1]
     assert first["frames"].shape == (2, 4, 3, 32, 32) and first["length"] == 4
     assert second["frames"].shape == (2, 4, 3, 32, 32)  # a 4-frame video: both clips are all of it
@@ -120,7 +120,7 @@ def test_multi_clip_items(video_dir, training):
 
 def test_random_flip_mirrors_every_second_cached_clip_whole(video_dir):
     items = [(str(video_dir["mp4"]), 0)]
-    settings = dict(num_frames=4, img_size=32, clips_per_video=2, training=True, seed=3)
+    settings = dict(num_frames=4, img_size=32, clips_per_video=2, augment=True, seed=3)
     plain = VideoDataset(items, **settings)[0]["frames"]
     flipped = VideoDataset(items, random_flip=True, **settings)[0]["frames"]
     assert torch.equal(flipped[0], plain[0]) and torch.equal(flipped[1], plain[1].flip(-1))
@@ -129,7 +129,7 @@ def test_random_flip_mirrors_every_second_cached_clip_whole(video_dir):
 
 def test_random_flip_of_single_clips_is_drawn_per_item(video_dir):
     dataset = VideoDataset([(str(video_dir["mp4"]), 0)], num_frames=4, img_size=32, sampling="uniform",
-                           training=True, random_flip=True)  # fmt: skip
+                           augment=True, random_flip=True)  # fmt: skip
     plain = VideoDataset([(str(video_dir["mp4"]), 0)], num_frames=4, img_size=32, sampling="uniform")[0]["frames"]
     seen = set()
     for seed in range(12):
@@ -208,12 +208,12 @@ def _batches(loader) -> list[dict]:
 
 def test_datamodule_seed_csv(synthetic_root):
     dm = VideoDataModule(train=str(synthetic_root / "train.csv"), test=str(synthetic_root / "test.csv"), **_small())
-    assert dm.class_names == sorted(dm.class_names) and dm.num_classes == 6
+    assert dm.class_names == sorted(dm.class_names) and len(dm.class_names) == 6
     dm.setup("fit")
     train, val = dm.datasets["train"], dm.datasets["val"]
     assert len(train) + len(val) == 18 and len(val) == 6  # one of three videos per class held out
     assert {label for _, label in val.items} == set(range(6))
-    assert train.training and not val.training
+    assert train.augment and not val.augment
     assert not {p for p, _ in train.items} & {p for p, _ in val.items}
     batch = next(iter(dm.train_dataloader()))
     assert batch["frames"].shape[0] == 4 and batch["frames"].shape[2:] == (3, 32, 32)
@@ -222,7 +222,6 @@ def test_datamodule_seed_csv(synthetic_root):
     assert len(dm.datasets["test"]) == 12
     batches = _batches(dm.test_dataloader())
     assert sum(len(b["paths"]) for b in batches) == 12 and all(b["skipped"] == [] for b in batches)
-    assert "classes" in dm.describe()
 
 
 def test_datamodule_val_split_is_seeded(synthetic_root):
@@ -290,7 +289,7 @@ def test_datamodule_ucf101_split(fake_ucf101):
         video_root=str(fake_ucf101 / "videos"),
         **_small(),
     )
-    assert dm.num_classes == 6 and dm.class_names[0] == "BlueToRed"
+    assert len(dm.class_names) == 6 and dm.class_names[0] == "BlueToRed"
     dm.setup("fit")
     dm.setup("test")
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 18 and len(dm.datasets["test"]) == 12
@@ -309,7 +308,7 @@ def test_datamodule_real_ucf101_testlist(ucf101_root):
     with pytest.raises(ManifestError, match="file not found"):
         VideoDataModule(**kwargs, **_small()).setup("test")
     dm = VideoDataModule(**kwargs, on_error="skip", **_small())
-    assert dm.num_classes == 101
+    assert len(dm.class_names) == 101
     with pytest.warns(UserWarning, match="skipping 3775 of 3783"):
         dm.setup("test")
     batches = _batches(dm.test_dataloader())
@@ -344,7 +343,7 @@ def test_datamodule_predict_sources(synthetic_root, tmp_path):
         (str(folder), 2),
         (str(synthetic_root / "test.csv"), 12),
     ):
-        dm = VideoDataModule(predict=source, test_clips=2, **_small())
+        dm = VideoDataModule(predict=source, eval_clips=2, **_small())
         dm.setup("predict")
         assert len(dm.datasets["predict"]) == expected
         batches = _batches(dm.predict_dataloader())
@@ -412,7 +411,7 @@ def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
 @pytest.mark.slow
 def test_workers_give_the_same_batches(synthetic_root):
     """num_workers=2 (spawn, persistent, two epochs) yields exactly the batches of num_workers=0."""
-    kwargs = dict(train=str(synthetic_root / "train.csv"), test=str(synthetic_root / "test.csv"), test_clips=1)
+    kwargs = dict(train=str(synthetic_root / "train.csv"), test=str(synthetic_root / "test.csv"), eval_clips=1)
     kwargs.update(num_frames=6, img_size=32, batch_size=3)
     reference = VideoDataModule(**kwargs, num_workers=0)
     reference.setup("test")

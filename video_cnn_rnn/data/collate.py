@@ -51,3 +51,14 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         "paths": [item["path"] for item in items],
         "skipped": skipped,
     }
+
+
+def flatten_clips(inputs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+    """A batch's K clips per video as K times as many videos: the one place that knows the multi-clip layout.
+
+    ``inputs`` [B, K, T, ...] with ``mask`` [B, K, T] -> ([B * K, T, ...], [B * K, T], K); a single-clip batch
+    ([B, T, ...], [B, T]) comes back as it is, with K = None. Row ``b * K + k`` is clip k of video b.
+    """
+    if mask.dim() == 2:
+        return inputs, mask, None
+    return inputs.flatten(0, 1), mask.flatten(0, 1), mask.shape[1]

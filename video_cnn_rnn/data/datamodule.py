@@ -12,6 +12,7 @@ from video_cnn_rnn.data.annotations import (
     Item,
     ManifestError,
     check_manifest,
+    check_same_classes,
     class_names_from,
     read_source,
     read_unlabelled,
@@ -20,6 +21,7 @@ from video_cnn_rnn.data.annotations import (
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend
+from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.resumable import ResumableDataLoader, ResumableSampler
 from video_cnn_rnn.data.sampling import SamplingMode
 
@@ -28,7 +30,7 @@ class VideoDataModule(L.LightningDataModule):
     """Video datasets for fit / validate / test / predict.
 
     Args:
-        train: training annotations: a seed-format CSV (``video_name,tag``), a class folder
+        train: training annotations: a Keras-example CSV (``video_name,tag``), a class folder
             (``root/ClassName/*.mp4``) or a UCF101 split file (``trainlist01.txt``, needs ``video_root``).
         val: validation annotations in the same formats. When absent, a stratified, seeded, group-aware
             ``val_fraction`` of ``train`` is held out.
@@ -39,13 +41,13 @@ class VideoDataModule(L.LightningDataModule):
         val_fraction: share of the training videos held out when ``val`` is not given. ``0`` trains on every
             training video with no validation: for datasets so small that a held-out split only adds noise
             (then checkpoint a fixed budget: ``checkpoint.monitor: null``).
-        num_frames: frames sampled per clip (the seeds' MAX_SEQ_LENGTH).
-        img_size: side of the square frames after centre crop and resize (the seeds' IMG_SIZE).
+        num_frames: frames sampled per clip (the Keras examples' MAX_SEQ_LENGTH).
+        img_size: side of the square frames after centre crop and resize (the Keras examples' IMG_SIZE).
         sampling: frame sampler: ``first``, ``uniform``, ``segment`` or ``stride``.
         stride: step between frames for ``stride`` sampling.
         target_fps: for ``stride`` sampling, a frame rate to sample at instead of a fixed stride.
-        test_clips: clips per video at validation/test/predict time; > 1 averages K segment clips (also from a
-            feature cache, which then stores K clips of every evaluation video).
+        eval_clips: clips per video at validation, test and predict time; > 1 averages K segment clips (also
+            from a feature cache, which then stores K clips of every evaluation video).
         batch_size: videos per batch (per process under DDP).
         num_workers: DataLoader worker processes per process.
         pin_memory: page-locked host memory for faster, non-blocking host-to-GPU copies.
@@ -57,13 +59,16 @@ class VideoDataModule(L.LightningDataModule):
         seed: seed for the validation split and for random frame sampling.
         feature_cache: root folder of a frozen-backbone feature cache. When set, fit / validate / test serve
             cached features (extracted once, reused while nothing that changes them changes) and the model
-            trains only its head. See ``video_cnn_rnn.cache``.
+            trains only its head. See ``video_cnn_rnn.extraction`` (which builds it) and ``feature_cache.py``.
         cache_clips: clips cached per training video (K different ``segment`` samples; training draws
             one at random each epoch). 1 caches the evaluation-time clip only.
         train_flip: mirror training clips left-right (every frame of a clip alike): half of them at random, or
             every second cached clip with ``cache_clips`` > 1. For footage whose classes do not depend on
             left and right.
-        test_flip: also evaluate every validation/test/predict clip mirrored and average the predictions.
+        eval_flip: also evaluate every validation/test/predict clip mirrored and average the predictions.
+        class_names: the vocabulary, in label order. Default: the sorted unique labels of ``train`` (the Keras
+            example's StringLookup). A checkpoint evaluated through the CLI brings its own; ``train``'s labels
+            must then be exactly these classes.
     """
 
     def __init__(
@@ -79,7 +84,7 @@ class VideoDataModule(L.LightningDataModule):
         sampling: SamplingMode = "uniform",
         stride: int = 1,
         target_fps: float | None = None,
-        test_clips: int = 1,
+        eval_clips: int = 1,
         batch_size: int = 8,
         num_workers: int = 2,
         pin_memory: bool = True,
@@ -91,13 +96,20 @@ class VideoDataModule(L.LightningDataModule):
         feature_cache: str | None = None,
         cache_clips: int = 1,
         train_flip: bool = False,
-        test_flip: bool = False,
+        eval_flip: bool = False,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
         self._train_items: list[Item] | None = read_source(train, video_root) if train else None
-        # The vocabulary is known at construction so the CLI can hand it to the model before training.
-        self.class_names: list[str] | None = class_names_from(self._train_items) if self._train_items else None
+        if self._train_items:
+            train_classes = class_names_from(self._train_items)
+            if class_names is None:
+                class_names = train_classes
+            else:
+                check_same_classes(class_names, train_classes, f"data.train ({train})")
+        # The vocabulary is recorded once, in the model's hparams (the CLI links it there from self.class_names).
+        self.save_hyperparameters(ignore=["class_names"])
+        self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
         self.cache_folder: Path | None = None
 
@@ -160,16 +172,14 @@ class VideoDataModule(L.LightningDataModule):
             items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], hp.on_error)["predict"]
             self.datasets["predict"] = VideoDataset(
                 [(path, None) for path, _ in items],
-                clips_per_video=hp.test_clips,
-                mirrored_views=hp.test_flip,
+                clips_per_video=hp.eval_clips,
+                mirrored_views=hp.eval_flip,
                 **common,
             )
             return
         if self.cache_folder is not None:
-            from video_cnn_rnn.cache import FeatureCacheDataset
-
             for split in self._split_items(stage):
-                self.datasets[split] = FeatureCacheDataset(self.cache_folder / split, training=split == "train")
+                self.datasets[split] = FeatureCacheDataset(self.cache_folder / split, augment=split == "train")
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
@@ -180,40 +190,28 @@ class VideoDataModule(L.LightningDataModule):
         datasets = {}
         checked = check_manifest(self._split_items(stage), self.class_names or [], hp.on_error)
         for split, items in checked.items():
-            training = split == "train"
+            augment = split == "train"
             if self.hparams.feature_cache:
                 # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
                 # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
-                clips, training = (hp.cache_clips, hp.cache_clips > 1) if training else (hp.test_clips, False)
+                clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
             else:
-                clips = 1 if training else hp.test_clips
-            flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.test_flip}
+                clips = 1 if augment else hp.eval_clips
+            flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
             datasets[split] = VideoDataset(
-                self._labelled(items), training=training, clips_per_video=clips, **flips, **common
+                self._labelled(items), augment=augment, clips_per_video=clips, **flips, **common
             )
         return datasets
 
-    def prepare_feature_cache(self, model: L.LightningModule, trainer: L.Trainer) -> Path:
-        """Reuse or extract the feature cache of every labelled split, then serve features from it.
-
-        All configured splits (train, val, test) go into one cache, so fit, test and ``extract`` share it.
-        """
-        from video_cnn_rnn.cache import build_feature_cache
-
-        if not self.hparams.feature_cache:
-            raise ValueError("prepare_feature_cache needs feature_cache (the cache's root folder)")
-        # Evaluating a checkpoint needs no training videos: it brings its own classes.
+    def cache_datasets(self) -> dict[str, VideoDataset]:
+        """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
+        test and ``extract`` share one cache. A checkpoint's evaluation needs no training videos."""
         stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
-        datasets = {name: ds for stage in stages for name, ds in self._video_datasets(stage).items()}
-        self.cache_folder = build_feature_cache(
-            model,
-            datasets,
-            self.hparams.feature_cache,
-            trainer,
-            batch_size=self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-        )
-        return self.cache_folder
+        return {name: dataset for stage in stages for name, dataset in self._video_datasets(stage).items()}
+
+    def use_feature_cache(self, folder: Path) -> None:
+        """Serve fit / validate / test from the complete cache in ``folder`` (made from ``cache_datasets()``)."""
+        self.cache_folder = Path(folder)
 
     def _loader(self, split: str, sampler: Any = None) -> DataLoader:
         hp = self.hparams
@@ -271,11 +269,3 @@ class VideoDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
-
-    @property
-    def num_classes(self) -> int | None:
-        return len(self.class_names) if self.class_names else None
-
-    def describe(self) -> str:
-        sizes = ", ".join(f"{split} {len(ds)}" for split, ds in self.datasets.items())
-        return f"{Path(str(self.hparams.train)).name}: {sizes}; classes {self.class_names}"

@@ -22,8 +22,11 @@ class VideoDataset(Dataset):
     multi-clip testing or a multi-clip feature cache; ``[2K, ...]`` with ``mirrored_views``: the K clips, then
     the same K clips mirrored left-right).
 
-    ``random_flip`` mirrors whole training clips, every frame alike: at random with one clip per video, and
-    every second clip with K clips (a feature cache then holds both orientations of every video). A video that fails to decode raises a
+    ``augment`` draws frame positions at random (``segment`` sampling) for training; with ``random_flip`` it also
+    mirrors whole clips, every frame alike: at random with one clip per video, and every second clip with K clips
+    (a feature cache then holds both orientations of every video).
+
+    A video that fails to decode raises a
     ``VideoDecodeError`` naming it (``on_error="raise"``) or becomes ``{"path": ..., "error": ...}``, which the
     collate function drops and reports (``on_error="skip"``).
 
@@ -37,14 +40,14 @@ class VideoDataset(Dataset):
         num_frames: int = 20,
         img_size: int = 224,
         sampling: SamplingMode = "uniform",
-        training: bool = False,
+        augment: bool = False,
         backend: Backend = "auto",
         on_error: OnError = "raise",
         stride: int = 1,
         target_fps: float | None = None,
         decode_timeout: float | None = 60.0,
         clips_per_video: int = 1,
-        seed: int = 0,
+        seed: int = 42,
         random_flip: bool = False,
         mirrored_views: bool = False,
     ) -> None:
@@ -55,7 +58,7 @@ class VideoDataset(Dataset):
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
         self.items = list(items)
         self.num_frames, self.img_size, self.sampling = num_frames, img_size, sampling
-        self.training, self.backend, self.on_error = training, backend, on_error
+        self.augment, self.backend, self.on_error = augment, backend, on_error
         self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
         self.clips_per_video, self.seed = clips_per_video, seed
         self.random_flip, self.mirrored_views = random_flip, mirrored_views
@@ -66,7 +69,7 @@ class VideoDataset(Dataset):
 
     def _load(self, path: str, index: int) -> tuple[torch.Tensor, int]:
         frames, length = self._decode(path, index)
-        if self.training and self.random_flip:
+        if self.augment and self.random_flip:
             if self.clips_per_video == 1:
                 # The global generator, like the frame sampler: seeded per (seed, epoch, video) when resuming.
                 frames = frames.flip(-1) if random.random() < 0.5 else frames
@@ -85,23 +88,23 @@ class VideoDataset(Dataset):
                 self.num_frames,
                 self.img_size,
                 self.sampling,
-                training=self.training,
+                random_sampling=self.augment,
                 backend=self.backend,
                 stride=self.stride,
                 target_fps=self.target_fps,
-                timeout_s=self.decode_timeout,
+                decode_timeout=self.decode_timeout,
             )
-        # K segment clips from one decode; training draws K reproducible random samples per (seed, video, clip).
+        # K segment clips from one decode; augmentation draws K reproducible random samples per (seed, video, clip).
         rngs = [random.Random(f"{self.seed}:{index}:{k}") for k in range(self.clips_per_video)]
         return load_clips(
             path,
             self.clips_per_video,
             self.num_frames,
             self.img_size,
-            training=self.training,
+            random_sampling=self.augment,
             backend=self.backend,
-            timeout_s=self.decode_timeout,
-            rngs=rngs if self.training else None,
+            decode_timeout=self.decode_timeout,
+            rngs=rngs if self.augment else None,
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:

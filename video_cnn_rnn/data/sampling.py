@@ -14,7 +14,7 @@ SAMPLING_MODES: tuple[str, ...] = ("first", "uniform", "segment", "stride")
 
 
 def first_indices(num_video_frames: int, num_frames: int) -> list[int]:
-    """The Keras seed's sampling: the first ``num_frames`` consecutive frames."""
+    """The Keras example's sampling: the first ``num_frames`` consecutive frames."""
     return list(range(min(num_video_frames, num_frames)))
 
 
@@ -31,11 +31,11 @@ def uniform_indices(num_video_frames: int, num_frames: int) -> list[int]:
 def segment_indices(
     num_video_frames: int,
     num_frames: int,
-    training: bool,
+    random_sampling: bool,
     rng: random.Random | None = None,
     offset: float | None = None,
 ) -> list[int]:
-    """TSN sampling: ``num_frames`` equal segments; a random frame of each when training, else its centre.
+    """TSN sampling: ``num_frames`` equal segments; a random frame of each with ``random_sampling``, else its centre.
 
     ``offset`` in [0, 1) picks the same relative position in every segment instead: K evaluation clips of
     one video use offsets (k + 0.5) / K, as multi-clip testing does.
@@ -51,7 +51,7 @@ def segment_indices(
         if offset is not None:
             indices.append(start + min(int(offset * (end - start + 1)), end - start))
         else:
-            indices.append(rng.randint(start, end) if training else (start + end) // 2)
+            indices.append(rng.randint(start, end) if random_sampling else (start + end) // 2)
     return indices
 
 
@@ -63,7 +63,7 @@ def stride_indices(
     target_fps: float | None = None,
 ) -> list[int]:
     """Every ``stride``-th frame from the start; with ``target_fps``, the stride that gives that rate
-    (the tutorial seed's ``int(fps / frame_rate)``)."""
+    (the fine-tuning tutorial's ``int(fps / frame_rate)``)."""
     if target_fps is not None:
         if target_fps <= 0:
             raise ValueError(f"target_fps must be > 0, got {target_fps}")
@@ -91,14 +91,14 @@ def sample_indices(
     num_video_frames: int,
     num_frames: int,
     mode: SamplingMode = "uniform",
-    training: bool = False,
+    random_sampling: bool = False,
     stride: int = 1,
     video_fps: float | None = None,
     target_fps: float | None = None,
     rng: random.Random | None = None,
     offset: float | None = None,
 ) -> list[int]:
-    """Dispatch to the sampler named ``mode``. ``training`` only changes ``segment`` (random vs centre)."""
+    """Dispatch to the sampler named ``mode``. ``random_sampling`` only changes ``segment`` (random vs centre)."""
     if num_video_frames < 1:
         raise ValueError(f"a video needs at least one frame, got {num_video_frames}")
     if num_frames < 1:
@@ -108,7 +108,7 @@ def sample_indices(
     if mode == "uniform":
         return uniform_indices(num_video_frames, num_frames)
     if mode == "segment":
-        return segment_indices(num_video_frames, num_frames, training, rng, offset)
+        return segment_indices(num_video_frames, num_frames, random_sampling, rng, offset)
     if mode == "stride":
         return stride_indices(num_video_frames, num_frames, stride, video_fps, target_fps)
     raise ValueError(f"unknown sampling mode {mode!r}; choose one of {SAMPLING_MODES}")

@@ -1,4 +1,4 @@
-"""The embedded default dataset: small synthetic action videos, real encoded files, in the seed's CSV format.
+"""The embedded default dataset: small synthetic action videos, real encoded files, in the Keras example's CSV format.
 
 Six classes in three pairs. The two classes of a pair use the same frames in opposite temporal order
 (a disc growing vs shrinking, a square fading in vs out, a colour morphing red->blue vs blue->red), so a

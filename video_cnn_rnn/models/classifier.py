@@ -1,59 +1,54 @@
-"""LightningModule: timm backbone per real frame -> temporal head -> small classifier."""
+"""VideoClassifier, the LightningModule: a VideoNetwork trained with cross-entropy, its metrics and optimiser.
+
+The network itself (backbone, head, classifier layers) is ``network.py``; metrics are ``metrics.py``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
 
-from video_cnn_rnn.models.backbone import (
-    FreezePolicy,
-    apply_freeze_policy,
-    backbone_data_config,
-    create_backbone,
-    is_convolutional,
-    keep_frozen_in_eval,
-)
-from video_cnn_rnn.models.heads import HeadKind, Pooling, build_head
+from video_cnn_rnn.data.dataset import VideoDataset
+from video_cnn_rnn.models.backbone import FreezePolicy
+from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
+from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
+from video_cnn_rnn.models.network import VideoNetwork
 
-Stage = Literal["train", "val", "test"]
+# Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
+_RENAMED_HPARAMS = {"test_clips": "eval_clips", "test_flip": "eval_flip"}
+# The network's modules sat on the classifier itself before it had a ``network``: their state-dict prefixes.
+_LEGACY_MODULES = ("backbone.", "head.", "classifier.")
 
 
-def _stage_metrics(num_classes: int, stage: Stage) -> MetricCollection:
-    """Epoch-level metrics for one stage; torchmetrics syncs their states across DDP ranks on compute."""
-    metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
-    if stage != "train":
-        if num_classes > 5:
-            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        metrics["precision"] = MulticlassPrecision(num_classes, average="macro")
-        metrics["recall"] = MulticlassRecall(num_classes, average="macro")
-        metrics["f1"] = MulticlassF1Score(num_classes, average="macro")
-    # No compute groups: torchmetrics merges metrics whose states are equal after the first batch, and a first
-    # batch whose labels are all in the top 1 makes top-5 accuracy's states equal the macro metrics' states, after
-    # which precision/recall/F1 were computed from top-5 predictions (F1 1.0 beside 78% accuracy).
-    return MetricCollection(metrics, prefix=f"{stage}_", compute_groups=False)
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """Hyperparameters of a checkpoint saved by an earlier version, in today's names and meanings.
+
+    ``head: gru`` with ``rnn_cell: lstm`` is now ``head: lstm``; ``test_clips`` / ``test_flip`` are
+    ``eval_clips`` / ``eval_flip``; settings of heads other than the checkpoint's were ignored, and are dropped.
+    """
+    hparams = {_RENAMED_HPARAMS.get(name, name): value for name, value in hparams.items()}
+    if hparams.pop("rnn_cell", None) == "lstm" and hparams.get("head") == "gru":
+        hparams["head"] = "lstm"
+    head = hparams.get("head", "gru")
+    for name in {name for names in HEAD_SETTINGS.values() for name in names} - set(HEAD_SETTINGS.get(head, ())):
+        if name in hparams:
+            hparams[name] = None
+    return hparams
 
 
 class VideoClassifier(L.LightningModule):
-    """Video classifier: a timm CNN on every real frame, a GRU/LSTM/Transformer/mean head over time.
+    """Video classifier: a timm CNN on every real frame, a GRU/LSTM/Transformer/mean/max head over time.
 
-    Defaults reproduce the Keras CNN-RNN seed head (GRU 16 -> GRU 8 -> Dropout 0.4 -> Dense 8 ReLU ->
-    Dense classes). The Transformer seed is ``head="transformer", d_model=None, num_heads=1, dense_dim=4,
+    Defaults reproduce the Keras CNN-RNN example's head (GRU 16 -> GRU 8 -> Dropout 0.4 -> Dense 8 ReLU ->
+    Dense classes). The Keras Transformer example is ``head="transformer", num_heads=1, dense_dim=4,
     pooling="max", dropout=0.5, fc_hidden=None``.
 
-    Batches are dicts with ``"frames"`` uint8 [B, T, C, H, W] (or [B, K, T, C, H, W] for K test-time
+    Batches are dicts with ``"frames"`` uint8 [B, T, C, H, W] (or [B, K, T, C, H, W] for K evaluation
     clips) or precomputed ``"features"`` [B, T, D], plus ``"mask"`` bool [B, T] (True = real frame),
     ``"labels"`` int64 [B] and ``"paths"``.
 
@@ -63,32 +58,34 @@ class VideoClassifier(L.LightningModule):
         freeze: "frozen" (feature extractor), "finetune" (all trains) or "last_n".
         trainable_blocks: number of trailing backbone blocks that train with ``freeze="last_n"``.
         backbone_lr: learning rate of trainable backbone params; None = the optimizer's lr.
-        head: temporal head kind.
-        rnn_cell: recurrent cell for ``head="gru"``.
-        rnn_hidden_sizes: widths of the stacked recurrent layers; None = [16, 8].
-        bidirectional: bidirectional recurrent layers.
-        rnn_dropout: dropout between recurrent layers.
-        d_model: Transformer width; None keeps the backbone's feature size.
-        num_heads: attention heads.
-        dense_dim: Transformer feed-forward width.
-        num_layers: Transformer layers.
-        pooling: Transformer pooling over time.
-        attention_dropout: dropout inside the Transformer layers.
+        head: temporal head: ``gru`` / ``lstm`` (stacked recurrent layers over packed sequences),
+            ``transformer``, ``mean`` or ``max`` (over time).
+        rnn_hidden_sizes: (gru, lstm) widths of the stacked recurrent layers; default [16, 8].
+        bidirectional: (gru, lstm) bidirectional recurrent layers; default False.
+        rnn_dropout: (gru, lstm) dropout between recurrent layers; default 0.
+        d_model: (transformer) width; default the backbone's feature size.
+        num_heads: (transformer) attention heads; default 1.
+        dense_dim: (transformer) feed-forward width; default 4.
+        num_layers: (transformer) layers; default 1.
+        pooling: (transformer) pooling over time, ``max``, ``mean`` or ``cls``; default max.
+        attention_dropout: (transformer) dropout inside the layers; default 0.1.
         fc_hidden: width of the hidden ReLU layer before the output; None skips it.
         dropout: dropout before the classifier layers.
         feature_dropout: dropout on the per-frame backbone features, before the head: a regulariser for
             small datasets, where a head otherwise memorises a few hundred clips' features.
         num_classes: number of classes; inferred from ``class_names`` when omitted.
-        class_names: class names in label order.
+        class_names: class names in label order (the CLI links the data module's).
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class cross-entropy weights.
         optimizer: optimizer factory (LightningCLI injects it; set ``--model.optimizer.lr``).
         lr_scheduler: optional scheduler factory, stepped every epoch.
-        num_frames: frames per clip, stored so ``predict_video`` rebuilds the input pipeline.
-        img_size: frame side length, stored for the same reason.
-        sampling: frame sampling strategy name, stored for the same reason.
-        test_clips: clips averaged per video at evaluation (the data module's), stored for the same reason.
-        test_flip: whether evaluation also averages the mirrored clips (the data module's), stored likewise.
+        num_frames: frames per clip; with ``img_size``, ``sampling``, ``eval_clips`` and ``eval_flip`` the
+            data module's settings (the CLI links them), stored so a checkpoint evaluates videos as it was
+            trained and ``predict_video`` rebuilds the input pipeline.
+        img_size: frame side length.
+        sampling: frame sampling strategy name.
+        eval_clips: clips averaged per video at validation, test and predict.
+        eval_flip: whether evaluation also averages the mirrored clips.
         channels_last: run convolutional backbones in channels_last memory format.
         compile_backbone: ``torch.compile`` the backbone in place (state-dict keys are unchanged).
         backbone_batch_size: at most this many frames per backbone call; ``None`` runs all real frames of a
@@ -104,16 +101,15 @@ class VideoClassifier(L.LightningModule):
         trainable_blocks: int = 1,
         backbone_lr: float | None = None,
         head: HeadKind = "gru",
-        rnn_cell: Literal["gru", "lstm"] = "gru",
         rnn_hidden_sizes: list[int] | None = None,
-        bidirectional: bool = False,
-        rnn_dropout: float = 0.0,
+        bidirectional: bool | None = None,
+        rnn_dropout: float | None = None,
         d_model: int | None = None,
-        num_heads: int = 1,
-        dense_dim: int = 4,
-        num_layers: int = 1,
-        pooling: Pooling = "max",
-        attention_dropout: float = 0.1,
+        num_heads: int | None = None,
+        dense_dim: int | None = None,
+        num_layers: int | None = None,
+        pooling: Pooling | None = None,
+        attention_dropout: float | None = None,
         fc_hidden: int | None = 8,
         dropout: float = 0.4,
         feature_dropout: float = 0.0,
@@ -126,8 +122,8 @@ class VideoClassifier(L.LightningModule):
         num_frames: int = 20,
         img_size: int = 224,
         sampling: str = "uniform",
-        test_clips: int = 1,
-        test_flip: bool = False,
+        eval_clips: int = 1,
+        eval_flip: bool = False,
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
@@ -141,76 +137,51 @@ class VideoClassifier(L.LightningModule):
             raise ValueError("Pass num_classes or class_names")
         if class_weights is not None and len(class_weights) != num_classes:
             raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
-        if rnn_hidden_sizes is None:
-            rnn_hidden_sizes = [16, 8]
         # Callables cannot be serialised; LightningCLI re-injects them and load_from_checkpoint uses the
         # defaults, which only matter for further training.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams["num_classes"] = num_classes
-        self.hparams["rnn_hidden_sizes"] = rnn_hidden_sizes
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_classes = num_classes
 
-        self.backbone = create_backbone(backbone, pretrained)
-        apply_freeze_policy(self.backbone, freeze, trainable_blocks)
-        data_config = backbone_data_config(self.backbone)
-        # Folding /255 into the stats lets extract_features normalise uint8 frames in one step. Not
-        # persistent: they derive from the backbone name, which the hyperparameters already record.
-        mean = torch.tensor(data_config["mean"]).view(1, -1, 1, 1) * 255.0
-        std = torch.tensor(data_config["std"]).view(1, -1, 1, 1) * 255.0
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
-        self.use_channels_last = channels_last and is_convolutional(self.backbone)
-        if self.use_channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
-        if compile_backbone:
-            # In-place compile keeps the state-dict keys free of an "_orig_mod." prefix.
-            self.backbone.compile()
-
-        self.feature_dim: int = self.backbone.num_features
-        self.head = build_head(
+        self.network = VideoNetwork(
+            num_classes,
+            backbone,
+            pretrained,
+            freeze,
+            trainable_blocks,
             head,
-            self.feature_dim,
-            rnn_cell=rnn_cell,
-            rnn_hidden_sizes=rnn_hidden_sizes,
-            bidirectional=bidirectional,
-            rnn_dropout=rnn_dropout,
-            d_model=d_model,
-            num_heads=num_heads,
-            dense_dim=dense_dim,
-            num_layers=num_layers,
-            pooling=pooling,
-            attention_dropout=attention_dropout,
+            {name: self.hparams[name] for names in HEAD_SETTINGS.values() for name in names},
             max_len=num_frames,
+            fc_hidden=fc_hidden,
+            dropout=dropout,
+            feature_dropout=feature_dropout,
+            channels_last=channels_last,
+            compile_backbone=compile_backbone,
+            backbone_batch_size=backbone_batch_size,
         )
-        self.feature_dropout = nn.Dropout(feature_dropout)
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
-        width = self.head.out_features
-        if fc_hidden:
-            layers += [nn.Linear(width, fc_hidden), nn.ReLU()]
-            width = fc_hidden
-        layers.append(nn.Linear(width, num_classes))
-        self.classifier = nn.Sequential(*layers)
+        self.register_load_state_dict_pre_hook(_prefix_legacy_keys)
 
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
 
-        self.train_metrics = _stage_metrics(num_classes, "train")
-        self.val_metrics = _stage_metrics(num_classes, "val")
-        self.test_metrics = _stage_metrics(num_classes, "test")
+        self.train_metrics = stage_metrics(num_classes, "train")
+        self.val_metrics = stage_metrics(num_classes, "val")
+        self.test_metrics = stage_metrics(num_classes, "test")
         self.test_loss_mean = MeanMetric()
-        self.test_per_class = MetricCollection(
-            {
-                "precision": MulticlassPrecision(num_classes, average=None),
-                "recall": MulticlassRecall(num_classes, average=None),
-                "f1": MulticlassF1Score(num_classes, average=None),
-                "confusion_matrix": MulticlassConfusionMatrix(num_classes),
-            }
-        )
+        self.test_per_class = per_class_metrics(num_classes)
         self.test_report: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ properties and modes
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> VideoClassifier:
+        """Lightning's ``load_from_checkpoint``, with checkpoints of earlier versions upgraded
+        (``upgrade_hparams``); ``kwargs`` override the checkpoint's hyperparameters as in Lightning."""
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        if hasattr(checkpoint_path, "seek"):
+            checkpoint_path.seek(0)
+        upgraded = {name: value for name, value in upgrade_hparams(saved).items() if saved.get(name) != value}
+        return super().load_from_checkpoint(checkpoint_path, *args, **{**upgraded, **kwargs})
 
     @property
     def class_names(self) -> list[str]:
@@ -218,73 +189,9 @@ class VideoClassifier(L.LightningModule):
         names = self.hparams.get("class_names")
         return list(names) if names else [f"class_{i}" for i in range(self.num_classes)]
 
-    def train(self, mode: bool = True) -> VideoClassifier:
-        """Switch modes, keeping frozen backbone parts (and their BatchNorm statistics) in eval mode."""
-        super().train(mode)
-        if mode:
-            keep_frozen_in_eval(self.backbone)
-        return self
-
-    # ------------------------------------------------------------------ forward paths
-
-    def extract_features(self, frames: torch.Tensor, mask: torch.Tensor, real_frames_only: bool = True) -> torch.Tensor:
-        """Backbone features of the real frames: uint8 [B, T, C, H, W], bool [B, T] -> [B, T, D].
-
-        Only ``frames[mask]`` go through the backbone, so compute scales with the real frame count;
-        padding positions are zeros. ``real_frames_only=False`` runs every frame (benchmark baseline) and
-        then zeroes the padding, giving the same result.
-        """
-        batch, steps = mask.shape
-        if real_frames_only:
-            images = frames[mask]  # [B, T, C, H, W] -> [N, C, H, W], N = real frames
-        else:
-            images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
-        chunk = self.hparams.get("backbone_batch_size") or max(len(images), 1)
-        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D]
-        if not real_frames_only:
-            feats = feats.view(batch, steps, -1)  # [B * T, D] -> [B, T, D]
-            return feats * mask.unsqueeze(-1).to(feats.dtype)
-        out = feats.new_zeros(batch, steps, feats.shape[-1])
-        out[mask] = feats  # [N, D] -> [B, T, D]
-        return out
-
-    def _backbone_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D]."""
-        images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
-        if self.use_channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.backbone(images)
-
-    def forward_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Head and classifier only: features [B, T, D], mask [B, T] -> logits [B, num_classes]."""
-        return self.classifier(self.head(self.feature_dropout(features.float()), mask))
-
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, T, C, H, W] and mask [B, T] -> logits [B, num_classes]."""
-        return self.forward_features(self.extract_features(frames, mask), mask)
-
-    def _batch_logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Logits for a frames or features batch, averaging K test-time clips when present.
-
-        For K clips the result is log(mean softmax): softmax/argmax/cross-entropy of it are those of the
-        averaged probabilities, so callers treat it like ordinary logits.
-        """
-        mask = batch["mask"].bool()
-        inputs = batch["features"] if "features" in batch else batch["frames"]
-        clips = mask.shape[1] if mask.dim() == 3 else 0
-        if clips:
-            mask = mask.flatten(0, 1)  # [B, K, T] -> [B * K, T]
-            inputs = inputs.flatten(0, 1)  # [B, K, T, ...] -> [B * K, T, ...]
-        if "features" in batch:
-            logits = self.forward_features(inputs, mask)
-        else:
-            logits = self(inputs, mask)
-        if not clips:
-            return logits
-        probs = logits.float().softmax(dim=-1).view(-1, clips, logits.shape[-1])  # -> [B, K, C]
-        return probs.mean(dim=1).clamp_min(1e-12).log()
-
-    # ------------------------------------------------------------------ steps
+        return self.network(frames, mask)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(
@@ -299,7 +206,7 @@ class VideoClassifier(L.LightningModule):
         labels = batch["labels"]
         if len(labels) == 0:
             return None  # every video of the batch failed to decode and was skipped (on_error="skip")
-        logits = self._batch_logits(batch)
+        logits = self.network.batch_logits(batch)
         loss = self._loss(logits, labels)
         batch_size = len(labels)
         self.log(
@@ -339,7 +246,7 @@ class VideoClassifier(L.LightningModule):
         """-> {"paths": list[str], "probs": float32 [B, C] on CPU}."""
         if len(batch["labels"]) == 0:
             return {"paths": [], "probs": torch.zeros(0, self.num_classes)}
-        probs = self._batch_logits(batch).float().softmax(dim=-1)
+        probs = self.network.batch_logits(batch).float().softmax(dim=-1)
         return {"paths": list(batch.get("paths", [])), "probs": probs.cpu()}
 
     def _log_epoch_metrics(self, metrics: MetricCollection) -> dict[str, float]:
@@ -364,34 +271,15 @@ class VideoClassifier(L.LightningModule):
         if not values:
             return
         values = {"test_loss": float(self.test_loss_mean.compute()), **values}
-        per_class = {name: value.cpu() for name, value in self.test_per_class.compute().items()}
+        self.test_report = assemble_test_report(self.test_per_class, self.class_names, values)
         self.test_loss_mean.reset()
         self.test_per_class.reset()
-        confusion = per_class["confusion_matrix"]
-        support = confusion.sum(dim=1)  # rows are true classes
-        self.test_report = {
-            "class_names": self.class_names,
-            "per_class": [
-                {
-                    "class": name,
-                    "precision": float(per_class["precision"][i]),
-                    "recall": float(per_class["recall"][i]),
-                    "f1": float(per_class["f1"][i]),
-                    "support": int(support[i]),
-                }
-                for i, name in enumerate(self.class_names)
-            ],
-            "confusion_matrix": confusion.long().tolist(),
-            "metrics": values,
-        }
-
-    # ------------------------------------------------------------------ optimisation and checkpoints
 
     def configure_optimizers(self) -> Any:
         """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set."""
-        backbone_ids = {id(p) for p in self.backbone.parameters()}
+        backbone_ids = {id(p) for p in self.network.backbone.parameters()}
         head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        backbone_params = [p for p in self.network.backbone.parameters() if p.requires_grad]
         groups: list[dict[str, Any]] = [{"params": head_params}]
         if backbone_params:
             group: dict[str, Any] = {"params": backbone_params}
@@ -414,30 +302,26 @@ class VideoClassifier(L.LightningModule):
         if key in checkpoint:
             checkpoint[key] = {**checkpoint[key], "pretrained": False}
 
-    # ------------------------------------------------------------------ inference helpers
-
     @torch.inference_mode()
     def predict_video(self, path_or_frames: str | torch.Tensor, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k (class name, probability) pairs for one video, highest first.
 
         Args:
             path_or_frames: a video path, decoded and evaluated as ``test`` and ``predict`` do with this
-                model's stored frame settings (num_frames, img_size, sampling, test_clips, test_flip), or
+                model's stored frame settings (num_frames, img_size, sampling, eval_clips, eval_flip), or
                 uint8 frames [L, C, H, W] already at the model's input size (one clip, as given).
             top_k: number of classes returned.
         """
         if isinstance(path_or_frames, torch.Tensor):
             frames, length = path_or_frames, path_or_frames.shape[0]
         else:
-            from video_cnn_rnn.data import VideoDataset  # lazy: the data stack is optional for inference
-
             video = VideoDataset(
                 [(str(path_or_frames), None)],
                 num_frames=self.hparams.num_frames,
                 img_size=self.hparams.img_size,
                 sampling=self.hparams.sampling,
-                clips_per_video=self.hparams.get("test_clips", 1),
-                mirrored_views=self.hparams.get("test_flip", False),
+                clips_per_video=self.hparams.eval_clips,
+                mirrored_views=self.hparams.eval_flip,
             )[0]
             frames, length = video["frames"], video["length"]
         mask = (torch.arange(frames.shape[-4]) < int(length)).expand(frames.shape[:-3])  # [L] or [K, L]
@@ -445,10 +329,16 @@ class VideoClassifier(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            logits = self._batch_logits(batch)
+            logits = self.network.batch_logits(batch)
         finally:
             self.train(was_training)
         probs = logits.float().softmax(dim=-1)[0].cpu()
         values, indices = probs.topk(min(top_k, self.num_classes))
         names = self.class_names
         return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+
+def _prefix_legacy_keys(module: VideoClassifier, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Checkpoints saved before the network was its own module keep loading: ``backbone.*`` -> ``network.*``."""
+    for key in [key for key in state_dict if key.startswith(tuple(prefix + name for name in _LEGACY_MODULES))]:
+        state_dict[prefix + "network." + key[len(prefix) :]] = state_dict.pop(key)

@@ -6,13 +6,13 @@ Every head takes ``mask`` with True = real frame, real frames first and at least
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-HeadKind = Literal["gru", "transformer", "mean", "max"]
+HeadKind = Literal["gru", "lstm", "transformer", "mean", "max"]
 Pooling = Literal["max", "mean", "cls"]
 
 
@@ -63,22 +63,22 @@ class MaxHead(nn.Module):
 class RecurrentHead(nn.Module):
     """Stacked GRU/LSTM layers over packed sequences; returns the hidden state at the last real step.
 
-    ``hidden_sizes=[16, 8]`` reproduces the Keras CNN-RNN seed (GRU 16 -> GRU 8). Separate single-layer
+    ``rnn_hidden_sizes=[16, 8]`` reproduces the Keras CNN-RNN example (GRU 16 -> GRU 8). Separate single-layer
     RNNs are stacked (instead of ``num_layers``) so each layer can have its own width.
     """
 
     def __init__(
         self,
         in_features: int,
-        hidden_sizes: list[int] | None = None,
+        rnn_hidden_sizes: list[int] | None = None,
         cell: Literal["gru", "lstm"] = "gru",
         bidirectional: bool = False,
-        dropout: float = 0.0,
+        rnn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else [16, 8]
+        hidden_sizes = list(rnn_hidden_sizes) if rnn_hidden_sizes is not None else [16, 8]
         if not hidden_sizes:
-            raise ValueError("hidden_sizes must name at least one layer")
+            raise ValueError("rnn_hidden_sizes must name at least one layer")
         rnn_cls = {"gru": nn.GRU, "lstm": nn.LSTM}[cell]
         directions = 2 if bidirectional else 1
         layers = []
@@ -87,12 +87,12 @@ class RecurrentHead(nn.Module):
             layers.append(rnn_cls(size, hidden, batch_first=True, bidirectional=bidirectional))
             size = hidden * directions
         self.layers = nn.ModuleList(layers)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(rnn_dropout)
         self.bidirectional = bidirectional
         self.out_features = size
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, T, D], [B, T] -> [B, hidden_sizes[-1] * directions]."""
+        """[B, T, D], [B, T] -> [B, rnn_hidden_sizes[-1] * directions]."""
         # pack_padded_sequence wants CPU int64 lengths; real frames come first, so the count is the length.
         lengths = mask.sum(dim=1).to(device="cpu", dtype=torch.int64)
         # Autocast is disabled here: packed RNN kernels lack fp16/bf16 support on some backends (CPU
@@ -119,7 +119,7 @@ class RecurrentHead(nn.Module):
 class TransformerHead(nn.Module):
     """Transformer encoder over frames with a learned positional embedding and masked pooling.
 
-    The Transformer seed is ``d_model=None`` (embed dim = feature dim), ``num_heads=1``, ``dense_dim=4``,
+    The Keras Transformer example is ``d_model=None`` (embed dim = feature dim), ``num_heads=1``, ``dense_dim=4``,
     ``pooling="max"`` (GlobalMaxPooling1D), GELU feed-forward and post-norm layers.
     """
 
@@ -130,7 +130,7 @@ class TransformerHead(nn.Module):
         num_heads: int = 1,
         dense_dim: int = 4,
         num_layers: int = 1,
-        dropout: float = 0.1,
+        attention_dropout: float = 0.1,
         pooling: Pooling = "max",
         max_len: int = 64,
     ) -> None:
@@ -151,11 +151,11 @@ class TransformerHead(nn.Module):
             d_model,
             num_heads,
             dim_feedforward=dense_dim,
-            dropout=dropout,
+            dropout=attention_dropout,
             activation="gelu",
             batch_first=True,
         )
-        # The nested-tensor fast path only warns for odd head counts (the seed's single head) and would
+        # The nested-tensor fast path only warns for odd head counts (the Keras example's single head) and would
         # change numerics between batched and single-clip inference; dense masking is cheap at T ~ 20.
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.pooling = pooling
@@ -180,31 +180,36 @@ class TransformerHead(nn.Module):
         return masked_max(x, mask)
 
 
-def build_head(
-    kind: HeadKind,
-    in_features: int,
-    *,
-    rnn_cell: Literal["gru", "lstm"] = "gru",
-    rnn_hidden_sizes: list[int] | None = None,
-    bidirectional: bool = False,
-    rnn_dropout: float = 0.0,
-    d_model: int | None = None,
-    num_heads: int = 1,
-    dense_dim: int = 4,
-    num_layers: int = 1,
-    pooling: Pooling = "max",
-    attention_dropout: float = 0.1,
-    max_len: int = 64,
-) -> nn.Module:
-    """Build a temporal head by name; every head exposes ``out_features``."""
-    if kind == "gru":
-        return RecurrentHead(in_features, rnn_hidden_sizes, rnn_cell, bidirectional, rnn_dropout)
-    if kind == "transformer":
-        return TransformerHead(
-            in_features, d_model, num_heads, dense_dim, num_layers, attention_dropout, pooling, max_len
+# The classifier's settings each head takes (same names as the heads' arguments). A setting given to a head
+# that does not take it is an error, never silently ignored.
+HEAD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "gru": ("rnn_hidden_sizes", "bidirectional", "rnn_dropout"),
+    "lstm": ("rnn_hidden_sizes", "bidirectional", "rnn_dropout"),
+    "transformer": ("d_model", "num_heads", "dense_dim", "num_layers", "pooling", "attention_dropout"),
+    "mean": (),
+    "max": (),
+}
+
+
+def build_head(kind: HeadKind, in_features: int, max_len: int = 64, **settings: Any) -> nn.Module:
+    """Build a temporal head by name; every head exposes ``out_features``.
+
+    ``settings`` are head settings by name, ``None`` meaning "the head's default"; one the head does not take
+    raises a ``ValueError`` naming it and the heads that do take it.
+    """
+    if kind not in HEAD_SETTINGS:
+        raise ValueError(f"Unknown head '{kind}'; expected one of {list(HEAD_SETTINGS)}")
+    given = {name: value for name, value in settings.items() if value is not None}
+    foreign = sorted(set(given) - set(HEAD_SETTINGS[kind]))
+    if foreign:
+        owners = {name: [head for head, names in HEAD_SETTINGS.items() if name in names] for name in foreign}
+        raise ValueError(
+            f"head '{kind}' does not use {', '.join(f'{name} (a setting of {owners[name]})' for name in foreign)}: "
+            f"remove it, or set it to null (--model.{foreign[0]} null), or choose that head. "
+            f"Head '{kind}' takes {list(HEAD_SETTINGS[kind]) or 'no settings'}"
         )
-    if kind == "mean":
-        return MeanHead(in_features)
-    if kind == "max":
-        return MaxHead(in_features)
-    raise ValueError(f"Unknown head '{kind}'; expected 'gru', 'transformer', 'mean' or 'max'")
+    if kind in ("gru", "lstm"):
+        return RecurrentHead(in_features, cell=kind, **given)
+    if kind == "transformer":
+        return TransformerHead(in_features, max_len=max_len, **given)
+    return MeanHead(in_features) if kind == "mean" else MaxHead(in_features)

@@ -1,19 +1,15 @@
-"""Frozen-backbone feature cache: run the CNN over a dataset once, then train heads on stored features.
+"""Feature extraction: run a network's frozen backbone over datasets once, into a feature cache.
 
-The seeds extract features once and train on arrays; this makes that path safe. A cache folder is named by a
-fingerprint of everything that changes its content (manifest with file sizes and mtimes, backbone name and
-weights, frame settings, clip counts, seed), so a changed input means a new folder, never a stale cache.
-Extraction writes into a temporary folder and renames it only when every split is written: a folder without
-``complete.json`` is never read. Features are float16 ``.npy`` files read memory-mapped.
-
-Layout: ``<root>/<fingerprint>/<split>/{features.npy [N, K, T, D] float16, lengths.npy [N], labels.npy [N],
-paths.json}`` and ``complete.json``.
+The Keras examples extract features once and train on arrays; this makes that path safe. A cache folder is named
+by a fingerprint of everything that changes its content (manifest with file sizes and mtimes, backbone name and
+weights, frame settings, clip counts, sampling seed), so a changed input means a new folder, never a stale cache.
+Extraction writes into a temporary folder and renames it only when every split is written. The on-disk format and
+its reader are ``video_cnn_rnn.data.feature_cache``; this module sits above the data and model layers.
 """
 
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,12 +19,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from video_cnn_rnn.data.collate import collate_clips
+from video_cnn_rnn.data.collate import collate_clips, flatten_clips
+from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
-
-CACHE_FORMAT = 1
+from video_cnn_rnn.data.feature_cache import CACHE_FORMAT, is_complete, write_split
+from video_cnn_rnn.models.network import VideoNetwork
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -39,7 +36,7 @@ def _weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_fingerprint(model: torch.nn.Module, datasets: dict[str, VideoDataset]) -> str:
+def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) -> str:
     """A hash of everything that determines the cached features."""
     manifest = {}
     for split, dataset in sorted(datasets.items()):
@@ -57,58 +54,16 @@ def cache_fingerprint(model: torch.nn.Module, datasets: dict[str, VideoDataset])
             "clips": dataset.clips_per_video,
             "random_flip": dataset.random_flip,
             "mirrored_views": dataset.mirrored_views,
-            "training": dataset.training,
+            "training": dataset.augment,  # the key keeps existing caches valid
             "seed": dataset.seed,
         }
     key = {
         "format": CACHE_FORMAT,
-        "backbone": model.hparams.backbone,
-        "weights": _weights_digest(model.backbone),
+        "backbone": network.backbone_name,
+        "weights": _weights_digest(network.backbone),
         "manifest": manifest,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / "complete.json").is_file()
-
-
-class FeatureCacheDataset(Dataset):
-    """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path"}`` per video.
-
-    With K cached clips per video, training draws one of them at random each time (the augmentation a
-    single cached clip cannot give); evaluation returns all K (``[K, L, D]``), whose predictions the model
-    averages as it does for K clips decoded from the video.
-    """
-
-    def __init__(self, folder: str | Path, training: bool = False) -> None:
-        folder = Path(folder)
-        self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, D]
-        self.lengths = np.load(folder / "lengths.npy")
-        self.labels = np.load(folder / "labels.npy")
-        self.paths: list[str] = json.loads((folder / "paths.json").read_text())
-        self.training = training
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the drawn
-        # clip does not depend on the worker that loads the item and is reproduced after a resume.
-        clips = self.features.shape[1]
-        length = int(self.lengths[index])
-        if self.training or clips == 1:
-            clip = random.randrange(clips) if self.training else 0
-            features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
-        else:
-            features = torch.from_numpy(np.array(self.features[index, :, :length]))  # [K, L, D]
-        label = int(self.labels[index])
-        return {
-            "features": features,
-            "length": length,
-            "label": None if label < 0 else label,
-            "path": self.paths[index],
-        }
 
 
 class _RoundRobinBatches(Sampler[list[int]]):
@@ -127,16 +82,16 @@ class _RoundRobinBatches(Sampler[list[int]]):
 
 
 class _Extractor(L.LightningModule):
-    """Runs a VideoClassifier's backbone on real frames only, for Trainer.predict (and so for DDP).
+    """Runs a VideoNetwork's backbone on real frames only, for Trainer.predict (and so for DDP).
 
     Its loader cuts the dataset into the same batches whatever the number of processes and deals whole batches
     to ranks round-robin: a clip is always computed in the same batch, so a DDP cache is bit-identical to a
     single-process one (CPU and GPU kernels may round differently for different batch compositions).
     """
 
-    def __init__(self, classifier: torch.nn.Module, dataset: VideoDataset, batch_size: int, num_workers: int) -> None:
+    def __init__(self, network: VideoNetwork, dataset: VideoDataset, batch_size: int, num_workers: int) -> None:
         super().__init__()
-        self.classifier = classifier
+        self.network = network
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
 
     def predict_dataloader(self) -> DataLoader:
@@ -153,12 +108,9 @@ class _Extractor(L.LightningModule):
         )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        frames, mask = batch["frames"], batch["mask"].bool()
-        clips = mask.shape[1] if mask.dim() == 3 else 1
-        if mask.dim() == 2:
-            frames, mask = frames[:, None], mask[:, None]  # [B, T, ...] -> [B, 1, T, ...]
-        features = self.classifier.extract_features(frames.flatten(0, 1), mask.flatten(0, 1))  # [B*K, T, D]
-        features = features.unflatten(0, (-1, clips))  # [B*K, T, D] -> [B, K, T, D]
+        frames, mask, clips = flatten_clips(batch["frames"], batch["mask"].bool())
+        features = self.network.extract_features(frames, mask)  # [B * K, T, D]
+        features = features.unflatten(0, (-1, clips or 1))  # [B * K, T, D] -> [B, K, T, D]
         return {"paths": batch["paths"], "features": features.half().cpu(), "lengths": batch["lengths"].cpu()}
 
 
@@ -197,33 +149,8 @@ def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
     )
 
 
-def _write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.ndarray, int]]) -> list[str]:
-    """Assemble one split in dataset order; returns the paths that were skipped (failed to decode)."""
-    kept = [(path, label) for path, label in dataset.items if path in rows]
-    skipped = [path for path, _ in dataset.items if path not in rows]
-    if not kept:
-        raise RuntimeError(f"feature cache: no video of {folder.name} could be decoded")
-    first = rows[kept[0][0]][0]  # [K, T, D]
-    clips, dim = first.shape[0], first.shape[-1]
-    folder.mkdir(parents=True)
-    features = np.lib.format.open_memmap(
-        folder / "features.npy", mode="w+", dtype=np.float16, shape=(len(kept), clips, dataset.num_frames, dim)
-    )
-    lengths = np.zeros(len(kept), dtype=np.int64)
-    for row, (path, _) in enumerate(kept):
-        values, length = rows[path]
-        features[row, :, : values.shape[1]] = values
-        lengths[row] = length
-    features.flush()
-    del features
-    np.save(folder / "lengths.npy", lengths)
-    np.save(folder / "labels.npy", np.array([-1 if label is None else label for _, label in kept], dtype=np.int64))
-    (folder / "paths.json").write_text(json.dumps([path for path, _ in kept]))
-    return skipped
-
-
 def build_feature_cache(
-    model: torch.nn.Module,
+    network: VideoNetwork,
     datasets: dict[str, VideoDataset],
     root: str | Path,
     trainer: L.Trainer,
@@ -235,10 +162,10 @@ def build_feature_cache(
     ``trainer`` supplies devices, DDP world size and precision: under DDP every rank extracts its share and
     rank 0 assembles a cache identical to a single-process one (same rows, same order).
     """
-    if getattr(model.hparams, "freeze", "frozen") != "frozen":
+    if network.freeze != "frozen":
         raise ValueError("a feature cache needs a frozen backbone (model.freeze: frozen); fine-tuning changes features")
     root = Path(root)
-    folder = root / cache_fingerprint(model, datasets)
+    folder = root / cache_fingerprint(network, datasets)
     if is_complete(folder):
         return folder
     root.mkdir(parents=True, exist_ok=True)
@@ -247,7 +174,7 @@ def build_feature_cache(
     shards.mkdir(exist_ok=True)
     skipped: dict[str, list[str]] = {}
     for split, dataset in sorted(datasets.items()):
-        extractor = _Extractor(model, dataset, batch_size, num_workers)
+        extractor = _Extractor(network, dataset, batch_size, num_workers)
         _extraction_trainer(trainer, _ShardWriter(shards / split)).predict(extractor, return_predictions=False)
     distributed = trainer.world_size > 1 and torch.distributed.is_initialized()
     if distributed:
@@ -258,7 +185,7 @@ def build_feature_cache(
             rows: dict[str, tuple[np.ndarray, int]] = {}
             for shard in sorted(shards.glob(f"{split}.*")):
                 rows.update(torch.load(shard, weights_only=False))
-            skipped[split] = _write_split(staging / split, dataset, rows)
+            skipped[split] = write_split(staging / split, dataset, rows)
         (staging / "complete.json").write_text(json.dumps({"skipped": skipped, "format": CACHE_FORMAT}, indent=2))
         if not is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
@@ -271,19 +198,18 @@ def build_feature_cache(
     return folder
 
 
-def extract_main(args: list[str]) -> None:
-    """``video-cnn-rnn extract --config ... [--ckpt_path X]``: build (or reuse) the cache for the configured data
-    and model; with ``--ckpt_path``, for the checkpoint's backbone weights and frame settings."""
-    import argparse
-
-    from video_cnn_rnn.cli import run_cli
-
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--ckpt_path", default=None)
-    options, rest = parser.parse_known_args(args)
-    cli = run_cli(rest, run=False, checkpoint=options.ckpt_path)
-    if not cli.datamodule.hparams.feature_cache:
-        raise SystemExit("video-cnn-rnn extract: set data.feature_cache to the cache's root folder")
-    cli.prepare_run()
-    if cli.trainer.is_global_zero:
-        print(f"feature cache ready: {cli.datamodule.cache_folder}")
+def prepare_feature_cache(data: VideoDataModule, network: VideoNetwork, trainer: L.Trainer) -> Path:
+    """Reuse or extract the cache of ``data``'s labelled splits (``data.feature_cache``), then make ``data`` serve
+    fit / validate / test from it. Returns the cache folder."""
+    if not data.hparams.feature_cache:
+        raise ValueError("a feature cache needs data.feature_cache (the cache's root folder)")
+    folder = build_feature_cache(
+        network,
+        data.cache_datasets(),
+        data.hparams.feature_cache,
+        trainer,
+        batch_size=data.hparams.batch_size,
+        num_workers=data.hparams.num_workers,
+    )
+    data.use_feature_cache(folder)
+    return folder

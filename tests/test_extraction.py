@@ -12,9 +12,10 @@ import lightning as L
 import pytest
 import torch
 
-from video_cnn_rnn.cache import FeatureCacheDataset, is_complete
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.data.feature_cache import FeatureCacheDataset, is_complete
+from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
 
 
@@ -43,11 +44,11 @@ def trainer() -> L.Trainer:
 
 def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> None:
     model = make_model()
-    folder = make_data(synthetic_root, tmp_path).prepare_feature_cache(model, trainer())
+    folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
     assert is_complete(folder)
     assert {p.name for p in folder.iterdir() if p.is_dir()} == {"train", "val", "test"}
     stamp = (folder / "complete.json").stat().st_mtime_ns
-    again = make_data(synthetic_root, tmp_path).prepare_feature_cache(model, trainer())
+    again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
     assert again == folder and (folder / "complete.json").stat().st_mtime_ns == stamp
     split = FeatureCacheDataset(folder / "test")
     assert split.features.dtype.name == "float16" and isinstance(split.features, __import__("numpy").memmap)
@@ -55,10 +56,10 @@ def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "change",
-    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video", "train_flip", "test_flip"],
+    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video", "train_flip", "eval_flip"],
 )
 def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
-    base = make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(), trainer())
+    base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
     data_overrides, model = {}, make_model()
     if change == "num_frames":
         data_overrides = {"num_frames": 3}
@@ -66,9 +67,11 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         data_overrides = {"img_size": 40}
     elif change == "sampling":
         data_overrides = {"sampling": "first"}
-    elif change in ("train_flip", "test_flip"):
+    elif change in ("train_flip", "eval_flip"):
         data_overrides = {change: True, "cache_clips": 2}
-        base = make_data(synthetic_root, tmp_path, cache_clips=2).prepare_feature_cache(make_model(), trainer())
+        base = prepare_feature_cache(
+            make_data(synthetic_root, tmp_path, cache_clips=2), make_model().network, trainer()
+        )
     elif change == "weights":
         model = make_model(seed=1)
     elif change == "backbone":
@@ -78,24 +81,24 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         import shutil
 
         shutil.copytree(synthetic_root, video)
-        base = make_data(video, tmp_path).prepare_feature_cache(make_model(), trainer())
+        base = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         first_video = video / (video / "train.csv").read_text().splitlines()[1].split(",")[0]
         os.utime(first_video, ns=(time.time_ns(), time.time_ns() + 10**9))
-        changed = make_data(video, tmp_path).prepare_feature_cache(make_model(), trainer())
+        changed = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         assert changed != base and is_complete(changed)
         return
-    changed = make_data(synthetic_root, tmp_path, **data_overrides).prepare_feature_cache(model, trainer())
+    changed = prepare_feature_cache(make_data(synthetic_root, tmp_path, **data_overrides), model.network, trainer())
     assert changed != base and is_complete(changed)
 
 
 def test_cache_needs_a_frozen_backbone(synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frozen"):
-        make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(freeze="finetune"), trainer())
+        prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model(freeze="finetune").network, trainer())
 
 
 def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path, tmp_path: Path) -> None:
     cached_data = make_data(synthetic_root, tmp_path)
-    folder = cached_data.prepare_feature_cache(make_model(), trainer())
+    folder = prepare_feature_cache(cached_data, make_model().network, trainer())
     video_data = make_data(synthetic_root, tmp_path, feature_cache=None)
     video_data.setup("fit")
     videos = torch.utils.data.DataLoader(video_data.datasets["val"], batch_size=4, collate_fn=collate_clips)
@@ -112,11 +115,11 @@ def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path
             optimizer.zero_grad()
             model.training_step(batch, 0).backward()
             optimizer.step()
-    assert all(p.grad is None for p in end_to_end.backbone.parameters())
+    assert all(p.grad is None for p in end_to_end.network.backbone.parameters())
     from_cache.eval(), end_to_end.eval()
     with torch.no_grad():
-        cached = from_cache._batch_logits(next(iter(features)))
-        direct = end_to_end._batch_logits(next(iter(videos)))
+        cached = from_cache.network.batch_logits(next(iter(features)))
+        direct = end_to_end.network.batch_logits(next(iter(videos)))
     # The cache stores float16 features; everything else is identical.
     torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)
 
@@ -125,16 +128,17 @@ def test_interrupted_extraction_leaves_no_complete_cache(synthetic_root: Path, t
     script = f"""
 import sys, lightning as L
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_cache import make_data, make_model, trainer
-import video_cnn_rnn.cache as cache
-original = cache._write_split
+from test_extraction import make_data, make_model, trainer
+import video_cnn_rnn.extraction as extraction
+original = extraction.write_split
 def slow_write(folder, dataset, rows):
     result = original(folder, dataset, rows)
     print("WROTE", folder.name, flush=True)
     import time; time.sleep(60)
     return result
-cache._write_split = slow_write
-make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathlib").Path({str(tmp_path)!r})).prepare_feature_cache(make_model(), trainer())
+extraction.write_split = slow_write
+data = make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathlib").Path({str(tmp_path)!r}))
+extraction.prepare_feature_cache(data, make_model().network, trainer())
 """
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -146,7 +150,7 @@ make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathl
     leftovers = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert leftovers, "the killed run should have left its staging folder behind"
     assert not any(is_complete(p) for p in leftovers)
-    folder = make_data(synthetic_root, tmp_path).prepare_feature_cache(make_model(), trainer())
+    folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
     assert is_complete(folder) and folder not in leftovers
 
 
@@ -216,8 +220,8 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     weights = tmp_path / "backbone.pth"
     torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.test_clips", "2",
-            "--data.test_flip", "true", "--data.train_flip", "true", "--data.cache_clips", "2"]  # fmt: skip
+    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.eval_clips", "2",
+            "--data.eval_flip", "true", "--data.train_flip", "true", "--data.cache_clips", "2"]  # fmt: skip
     cached = [*args, "--data.feature_cache", str(cache)]
 
     def cli(*command: str) -> str:
@@ -262,7 +266,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
 
 
 def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, tmp_path: Path) -> None:
-    folder = make_data(synthetic_root, tmp_path, test_clips=3).prepare_feature_cache(make_model(), trainer())
+    folder = prepare_feature_cache(make_data(synthetic_root, tmp_path, eval_clips=3), make_model().network, trainer())
     split = FeatureCacheDataset(folder / "test")
     item = split[0]
     assert split.features.shape[1] == 3 and item["features"].shape == (3, item["length"], split.features.shape[-1])
@@ -270,6 +274,8 @@ def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, 
     assert batch["features"].dim() == 4 and batch["mask"].shape[:2] == (2, 3)
     model = make_model().eval()
     with torch.no_grad():
-        averaged = model._batch_logits(batch).softmax(-1)
-        single = [model.forward_features(batch["features"][:, k], batch["mask"][:, k]).softmax(-1) for k in range(3)]
+        averaged = model.network.batch_logits(batch).softmax(-1)
+        single = [
+            model.network.forward_features(batch["features"][:, k], batch["mask"][:, k]).softmax(-1) for k in range(3)
+        ]
     torch.testing.assert_close(averaged, torch.stack(single).mean(0))
