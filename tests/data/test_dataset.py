@@ -1,4 +1,4 @@
-"""VideoDataset, collate_clips and VideoDataModule on real encoded files."""
+"""VideoDataset and VideoDataModule on real encoded files (collate_clips alone: test_collate.py)."""
 
 import shutil
 import warnings
@@ -11,56 +11,6 @@ from video_cnn_rnn.data import VideoDataModule, VideoDataset, VideoDecodeError, 
 from video_cnn_rnn.data.annotations import ManifestError, read_csv
 
 BAD_FILES = ["zero", "text", "truncated_mp4", "missing"]
-
-
-def _item(length: int, label: int | None, value: int, clips: int = 0, size: int = 4) -> dict:
-    shape = (clips, length, 3, size, size) if clips else (length, 3, size, size)
-    return {
-        "frames": torch.full(shape, value, dtype=torch.uint8),
-        "length": length,
-        "label": label,
-        "path": f"v{value}",
-    }
-
-
-# ---------------------------------------------------------------- collate
-
-
-def test_collate_pads_to_the_batch_longest_clip():
-    batch = collate_clips([_item(3, 0, 10), _item(5, 2, 20), _item(1, None, 30)])
-    assert batch["frames"].shape == (3, 5, 3, 4, 4) and batch["frames"].dtype == torch.uint8
-    assert batch["mask"].dtype == torch.bool and batch["mask"].tolist() == [
-        [True, True, True, False, False],
-        [True] * 5,
-        [True, False, False, False, False],
-    ]
-    assert batch["lengths"].tolist() == [3, 5, 1] and batch["lengths"].dtype == torch.long
-    assert batch["labels"].tolist() == [0, 2, -1] and batch["labels"].dtype == torch.long
-    assert batch["paths"] == ["v10", "v20", "v30"] and batch["skipped"] == []
-    frames = batch["frames"]
-    assert (frames[0, :3] == 10).all() and (frames[0, 3:] == 0).all()
-    assert (frames[1] == 20).all()
-    assert (frames[2, :1] == 30).all() and (frames[2, 1:] == 0).all()
-    # Real frames are exactly where the mask is True.
-    assert torch.equal(frames.flatten(2).amax(-1) > 0, batch["mask"])
-
-
-def test_collate_multi_clip():
-    batch = collate_clips([_item(2, 1, 7, clips=3), _item(4, 0, 9, clips=3)])
-    assert batch["frames"].shape == (2, 3, 4, 3, 4, 4)
-    assert batch["mask"].shape == (2, 3, 4)
-    assert batch["mask"][0].tolist() == [[True, True, False, False]] * 3
-    assert batch["mask"][1].all()
-    assert (batch["frames"][0, :, :2] == 7).all() and (batch["frames"][0, :, 2:] == 0).all()
-
-
-def test_collate_drops_failed_items():
-    failed = {"path": "bad.mp4", "error": "bad.mp4: cannot decode"}
-    batch = collate_clips([_item(2, 1, 5), failed])
-    assert batch["frames"].shape[0] == 1 and batch["paths"] == ["v5"] and batch["skipped"] == ["bad.mp4"]
-    empty = collate_clips([failed, {"path": "b2.avi", "error": "x"}])
-    assert empty["frames"].shape[0] == 0 and empty["labels"].shape == (0,) and empty["mask"].shape[0] == 0
-    assert empty["skipped"] == ["bad.mp4", "b2.avi"]
 
 
 # ---------------------------------------------------------------- dataset
