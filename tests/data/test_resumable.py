@@ -117,18 +117,6 @@ def test_sampler_order_depends_only_on_seed_and_epoch():
     assert list(other_seed) != orders[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResumableSampler inherits DistributedSampler's shuffle seeded by seed + epoch, not by the pair"
-    " (seed, epoch): seed s at epoch e+1 repeats the order of seed s+1 at epoch e, so runs with neighbouring"
-    " seeds train on the same epoch orders shifted by one epoch",
-)
-def test_neighbouring_seeds_do_not_share_epoch_orders():
-    seed_0, seed_1 = _sampler(size=20, seed=0), _sampler(size=20, seed=1)
-    seed_0.set_epoch(1)
-    assert list(seed_0) != list(seed_1)
-
-
 def test_shards_across_ranks_are_disjoint_cover_the_dataset_and_split_one_shared_order():
     full = list(_sampler(size=12, num_replicas=1, rank=0))
     shares = [list(_sampler(size=12, num_replicas=3, rank=rank)) for rank in range(3)]
@@ -395,12 +383,6 @@ def test_empty_dataset_yields_no_batches_before_or_after_a_resume():
     assert list(resumed) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResumableDataLoader.state_dict pairs the sampler's new epoch with the previous epoch's batch count"
-    " between set_epoch(e + 1) and the creation of epoch e + 1's iterator (Lightning's on_train_epoch_start);"
-    " a checkpoint written there resumes with epoch e + 2, skipping epoch e + 1",
-)
 def test_state_between_set_epoch_and_the_next_epochs_iterator_resumes_that_epoch_from_its_start():
     loader = _loader()
     _epoch(loader, epoch=0)
@@ -411,12 +393,6 @@ def test_state_between_set_epoch_and_the_next_epochs_iterator_resumes_that_epoch
     assert resumed.sampler.epoch == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ResumableDataLoader.load_state_dict resets the batch count to 0 on a batch-size / process-count change"
-    " before checking for an epoch end, so a checkpoint written after an epoch's last batch restarts that finished"
-    " epoch's order instead of moving on to the next epoch (and warns about 'the rest of epoch e')",
-)
 def test_state_saved_at_an_epoch_end_moves_on_to_the_next_epoch_even_with_another_batch_size():
     _, state = _epoch(_loader(batch_size=2), epoch=1, save_after=6)
     resumed = _loader(batch_size=3)

@@ -247,7 +247,7 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by ``(seed, epoch)``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
+        """Shuffled by ``seed + epoch``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
         position (epoch, batches consumed, RNG states) in every checkpoint and ``fit --ckpt_path`` continues
         from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``)."""
         trainer = self.trainer

@@ -22,6 +22,7 @@ checkpoint is saved in ``on_train_batch_end`` the count equals the number of bat
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import warnings
 from collections.abc import Iterator
@@ -62,7 +63,8 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 
 
 class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` that shuffles by ``(seed, epoch)`` and can start part-way into an epoch.
+    """``DistributedSampler`` that shuffles by ``seed + epoch`` (as torch's does: neighbouring seeds see the same
+    orders one epoch apart) and can start part-way into an epoch.
 
     Without DDP use ``num_replicas=1, rank=0`` (no process group is needed). ``skip(n)`` drops the first ``n``
     samples of this rank's share of the *next* iteration only; later epochs start from the beginning again.
@@ -178,6 +180,7 @@ class ResumableDataLoader(DataLoader):
                 kwargs["generator"] = torch.Generator().manual_seed(sampler.seed)
         super().__init__(dataset, *args, sampler=sampler, **kwargs)
         self._batches_consumed = 0  # batches handed out by the current epoch's iterator
+        self._counted_epoch: int | None = None  # the epoch that iterator belongs to
         self._resume_batches = 0  # batches the next iterator starts after (set by load_state_dict)
         self._pending_rng: dict[str, Any] | None = None
 
@@ -186,15 +189,18 @@ class ResumableDataLoader(DataLoader):
         if not self._resumable:
             return iterator
         self._batches_consumed, self._resume_batches = self._resume_batches, 0
+        self._counted_epoch = int(self.sampler.epoch)
         return _CountingIterator(self, iterator)
 
     def state_dict(self) -> dict[str, Any]:
         if not self._resumable:
             return {}
         sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
+        # Between set_epoch(e + 1) and epoch e + 1's iterator, the count is still epoch e's: none of e + 1 is consumed.
+        consumed = self._batches_consumed if self._counted_epoch == sampler.epoch else 0
         return {
             "epoch": int(sampler.epoch),
-            "batches_consumed": int(self._batches_consumed),
+            "batches_consumed": int(consumed),
             "batch_size": self.batch_size,
             "num_replicas": sampler.num_replicas,
             "rng": _collect_rng_states(),
@@ -206,6 +212,11 @@ class ResumableDataLoader(DataLoader):
         sampler: ResumableSampler = self.sampler  # type: ignore[assignment]
         epoch, consumed = int(state["epoch"]), int(state["batches_consumed"])
         saved = (state.get("batch_size", self.batch_size), state.get("num_replicas", sampler.num_replicas))
+        if consumed >= _batches_per_epoch(len(self.dataset), *saved, sampler.drop_last):  # type: ignore[arg-type]
+            epoch, consumed = (
+                epoch + 1,
+                0,
+            )  # saved after the epoch's last batch: the next epoch starts from the beginning
         if consumed and saved != (self.batch_size, sampler.num_replicas):
             warnings.warn(
                 f"the checkpoint was written with batch_size {saved[0]} on {saved[1]} process(es), this run uses"
@@ -214,11 +225,16 @@ class ResumableDataLoader(DataLoader):
                 stacklevel=2,
             )
             consumed = 0
-        if consumed >= len(self):  # saved after the epoch's last batch: the next epoch starts from the beginning
-            epoch, consumed = epoch + 1, 0
         # Lightning calls this before it creates the resumed iterator, and calls set_epoch only afterwards
         # (worker processes may already be reading by then), so the epoch is set here too.
         sampler.set_epoch(epoch)
         sampler.skip(consumed * (self.batch_size or 1))
         self._resume_batches = consumed
         self._pending_rng = state.get("rng")
+
+
+def _batches_per_epoch(num_samples: int, batch_size: int | None, num_replicas: int, drop_last: bool) -> int:
+    """Batches per epoch on each rank of a run with this batch size and process count (the sampler pads or, with
+    ``drop_last``, trims the dataset to a multiple of ``num_replicas``; the loader keeps a last partial batch)."""
+    per_rank = num_samples // num_replicas if drop_last else math.ceil(num_samples / num_replicas)
+    return math.ceil(per_rank / (batch_size or 1))
