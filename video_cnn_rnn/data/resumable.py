@@ -6,7 +6,7 @@ Lightning 2.x saves ``state_dict()`` of every *stateful* train DataLoader into a
 twice and others never. Three pieces make a resumed run continue as if it had never stopped:
 
 - ``ResumableSampler``: a ``DistributedSampler`` (so Lightning keeps it under DDP instead of injecting its own)
-  whose shuffle is seeded by ``(seed, epoch)`` and which can skip the first samples of the current epoch.
+  whose shuffle is seeded by ``seed + epoch`` and which can skip the first samples of the current epoch.
 - ``SeededItems``: wraps the dataset so that each item's random choices (``segment`` frame sampling uses the
   global ``random`` module) are seeded by ``(seed, epoch, index)``; the same item therefore gets the same
   frames whichever worker loads it, in whichever order, before or after a restart.
