@@ -9,6 +9,7 @@
 #
 # The base image ships torch / torchvision built for CUDA; the package is installed on top of them with those two
 # versions pinned as constraints, so pip keeps the CUDA builds instead of pulling new wheels from PyPI.
+# The plots and tensorboard extras are installed too: the image has every feature (confusion_matrix.png, TensorBoard).
 # No apt packages are needed: the decord and PyAV wheels bundle their own FFmpeg libraries, and OpenCV is only a
 # dev/test dependency.
 FROM pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
@@ -23,7 +24,7 @@ COPY video_cnn_rnn/ /opt/video_cnn_rnn/video_cnn_rnn/
 
 RUN python -c "from importlib.metadata import version; print('\n'.join(f'{p}=={version(p)}' for p in ('torch', 'torchvision')))" \
         > /tmp/torch-constraints.txt \
-    && pip install --no-cache-dir --constraint /tmp/torch-constraints.txt /opt/video_cnn_rnn \
+    && pip install --no-cache-dir --constraint /tmp/torch-constraints.txt "/opt/video_cnn_rnn[plots,tensorboard]" \
     && rm -rf /tmp/torch-constraints.txt /opt/video_cnn_rnn \
     && video-cnn-rnn --help > /dev/null
 

@@ -6,6 +6,7 @@ way, and so DDP ranks coordinate in one place (each rank writes its share, rank 
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 def write_test_report(report: dict[str, Any], folder: Path) -> dict[str, Path]:
-    """Write ``test_metrics.json``, ``test_per_class.csv`` and ``confusion_matrix.png`` into ``folder``."""
+    """Write ``test_metrics.json``, ``test_per_class.csv`` and ``confusion_matrix.png`` into ``folder``.
+
+    Without matplotlib (the ``plots`` extra) the PNG is left out with a warning; the returned paths are those written.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": folder / "test_metrics.json",
@@ -27,7 +31,11 @@ def write_test_report(report: dict[str, Any], folder: Path) -> dict[str, Path]:
         writer = csv.DictWriter(file, fieldnames=["class", "precision", "recall", "f1", "support"])
         writer.writeheader()
         writer.writerows(report["per_class"])
-    plot_confusion_matrix(report["confusion_matrix"], report["class_names"], paths["confusion_matrix"])
+    try:
+        plot_confusion_matrix(report["confusion_matrix"], report["class_names"], paths["confusion_matrix"])
+    except ImportError as error:  # matplotlib is an extra: the numbers are written without the picture
+        warnings.warn(f"{error}; the test report is written without confusion_matrix.png", stacklevel=2)
+        del paths["confusion_matrix"]
     return paths
 
 
@@ -44,7 +52,12 @@ def write_test_predictions(rows: list[tuple[str, int, list[float]]], class_names
 
 
 def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            f"confusion_matrix.png needs matplotlib ({error}); install it with: pip install 'video_cnn_rnn[plots]'"
+        ) from error
 
     matplotlib.use("Agg")  # no display on servers and in DataLoader-free reporting
     import matplotlib.pyplot as plt
