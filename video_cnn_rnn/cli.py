@@ -18,12 +18,14 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 
 from video_cnn_rnn.crossval import cv_main
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 from video_cnn_rnn.extraction import prepare_feature_cache
+from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
 from video_cnn_rnn.reports import RunReports
 
@@ -73,6 +75,16 @@ class VideoCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if not self.subcommand and self.checkpoint:
             self._take_checkpoint_hparams(self.checkpoint)
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        if trainer.get("precision") is None:  # none given: the fastest safe one on this machine
+            trainer.precision, reason = default_precision(trainer.get("accelerator"))
+            rank_zero_info(f"precision {trainer.precision}: {reason} (choose another with --trainer.precision)")
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.trainer.strategy.root_device.type == "cuda":
+            for setting in configure_cuda():
+                rank_zero_info(f"CUDA: {setting}")
 
     def _take_checkpoint_hparams(self, path: str, subcommand: str | None = None) -> None:
         hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
