@@ -220,7 +220,8 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     weights = tmp_path / "backbone.pth"
     torch.save(timm.create_model("test_efficientnet").state_dict(), weights)
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    args = [*tiny_args(synthetic_root, runs), "--model.pretrained", str(weights), "--data.eval_clips", "2",
+    # fp32 on every path: predict_video runs without autocast, and the hardware default may be bf16-mixed.
+    args = [*tiny_args(synthetic_root, runs), "--trainer.precision", "32-true", "--model.pretrained", str(weights), "--data.eval_clips", "2",
             "--data.eval_flip", "true", "--data.train_flip", "true", "--data.cache_clips", "2"]  # fmt: skip
     cached = [*args, "--data.feature_cache", str(cache)]
 
