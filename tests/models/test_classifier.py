@@ -322,3 +322,9 @@ def test_backbone_batch_size_chunks_give_the_same_features() -> None:
         torch.testing.assert_close(
             chunked.network.extract_features(frames, mask), whole.network.extract_features(frames, mask)
         )
+
+
+def test_another_heads_settings_are_not_recorded_in_the_hparams() -> None:
+    with pytest.warns(UserWarning, match="ignores rnn_hidden_sizes"):
+        model = VideoClassifier(backbone="test_efficientnet", num_classes=3, head="mean", rnn_hidden_sizes=[64])
+    assert model.hparams.rnn_hidden_sizes is None and model.hparams.head == "mean"

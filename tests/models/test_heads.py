@@ -111,3 +111,17 @@ def test_bf16_autocast_has_no_nan(name: str) -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = head(features, _mask([6, 2, 1], 6))
     assert torch.isfinite(out.float()).all()
+
+
+def test_another_heads_setting_is_dropped_with_a_warning_naming_it() -> None:
+    with pytest.warns(UserWarning, match=r"head 'gru' ignores d_model \(a setting of \['transformer'\]\)"):
+        head = build_head("gru", IN_FEATURES, d_model=64, rnn_hidden_sizes=[5])
+    assert head.out_features == 5
+
+
+def test_a_heads_own_settings_raise_no_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_head("transformer", IN_FEATURES, d_model=16, num_heads=2, rnn_hidden_sizes=None)

@@ -141,6 +141,10 @@ class VideoClassifier(L.LightningModule):
         # defaults, which only matter for further training.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams["num_classes"] = num_classes
+        head_settings = {name: self.hparams[name] for names in HEAD_SETTINGS.values() for name in names}
+        for name in head_settings:
+            if name not in HEAD_SETTINGS.get(head, (name,)):
+                self.hparams[name] = None  # another head's setting: ignored (build_head warns), so not recorded
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_classes = num_classes
@@ -152,7 +156,7 @@ class VideoClassifier(L.LightningModule):
             freeze,
             trainable_blocks,
             head,
-            {name: self.hparams[name] for names in HEAD_SETTINGS.values() for name in names},
+            head_settings,
             max_len=num_frames,
             fc_hidden=fc_hidden,
             dropout=dropout,

@@ -6,6 +6,7 @@ Every head takes ``mask`` with True = real frame, real frames first and at least
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -180,8 +181,8 @@ class TransformerHead(nn.Module):
         return masked_max(x, mask)
 
 
-# The classifier's settings each head takes (same names as the heads' arguments). A setting given to a head
-# that does not take it is an error, never silently ignored.
+# The classifier's settings each head takes (same names as the heads' arguments). A setting given to a head that
+# does not take it is reported (``foreign_settings``), never silently ignored.
 HEAD_SETTINGS: dict[str, tuple[str, ...]] = {
     "gru": ("rnn_hidden_sizes", "bidirectional", "rnn_dropout"),
     "lstm": ("rnn_hidden_sizes", "bidirectional", "rnn_dropout"),
@@ -191,23 +192,30 @@ HEAD_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def foreign_settings(kind: str, settings: dict[str, Any]) -> list[str]:
+    """Names of the settings given (not None) that head ``kind`` does not take, each with the heads that do."""
+    given = [name for name, value in settings.items() if value is not None and name not in HEAD_SETTINGS[kind]]
+    return [f"{name} (a setting of {[h for h, names in HEAD_SETTINGS.items() if name in names]})" for name in given]
+
+
 def build_head(kind: HeadKind, in_features: int, max_len: int = 64, **settings: Any) -> nn.Module:
     """Build a temporal head by name; every head exposes ``out_features``.
 
-    ``settings`` are head settings by name, ``None`` meaning "the head's default"; one the head does not take
-    raises a ``ValueError`` naming it and the heads that do take it.
+    ``settings`` are head settings by name, ``None`` meaning "the head's default"; those the head does not take
+    are dropped with a warning naming them and the heads that do take them.
     """
     if kind not in HEAD_SETTINGS:
         raise ValueError(f"Unknown head '{kind}'; expected one of {list(HEAD_SETTINGS)}")
-    given = {name: value for name, value in settings.items() if value is not None}
-    foreign = sorted(set(given) - set(HEAD_SETTINGS[kind]))
+    foreign = foreign_settings(kind, settings)
     if foreign:
-        owners = {name: [head for head, names in HEAD_SETTINGS.items() if name in names] for name in foreign}
-        raise ValueError(
-            f"head '{kind}' does not use {', '.join(f'{name} (a setting of {owners[name]})' for name in foreign)}: "
-            f"remove it, or set it to null (--model.{foreign[0]} null), or choose that head. "
-            f"Head '{kind}' takes {list(HEAD_SETTINGS[kind]) or 'no settings'}"
+        # A warning, not an error: configs are layered (a recipe over a base config, a head switched on the
+        # command line), and the base's settings for another head are expected there.
+        warnings.warn(
+            f"head '{kind}' ignores {', '.join(foreign)}; set them to null to silence this "
+            f"(head '{kind}' takes {list(HEAD_SETTINGS[kind]) or 'no settings'})",
+            stacklevel=2,
         )
+    given = {name: value for name, value in settings.items() if value is not None and name in HEAD_SETTINGS[kind]}
     if kind in ("gru", "lstm"):
         return RecurrentHead(in_features, cell=kind, **given)
     if kind == "transformer":
