@@ -1,4 +1,5 @@
-"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic and cv.
+"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic, cv and
+save_pretrained.
 
 video-cnn-rnn fit --config configs/demo.yaml
 video-cnn-rnn test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
@@ -6,6 +7,7 @@ video-cnn-rnn predict --config configs/demo.yaml --ckpt_path ... --data.predict 
 video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache  # frozen-backbone features
 video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
+video-cnn-rnn save_pretrained --ckpt_path best.ckpt --output models/demo  # a portable model folder
 """
 
 import argparse
@@ -166,11 +168,24 @@ def synthetic_main(args: list[str]) -> None:
     print(f"synthetic dataset ready: {root / 'train.csv'}, {root / 'test.csv'}")
 
 
+def save_pretrained_main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="video-cnn-rnn save_pretrained",
+        description="Write a checkpoint as a portable model folder: model.safetensors, config.json, README.md.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="the Lightning checkpoint")
+    parser.add_argument("--output", required=True, help="the folder to write (created if missing)")
+    options = parser.parse_args(args)
+    folder = VideoClassifier.load_from_checkpoint(options.ckpt_path, map_location="cpu").save_pretrained(options.output)
+    print(f"model folder ready: {folder} (VideoClassifier.from_pretrained loads it)")
+
+
 # The subcommands main() adds to LightningCLI's, shown with its --help.
 EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
   extract    build the frozen-backbone feature cache (--config ..., optionally --ckpt_path X)
   cv         k-fold cross-validation through fit and test, beside a linear probe
   synthetic  write the embedded demo dataset
+  save_pretrained  write a checkpoint as a portable model folder (--ckpt_path X --output DIR)
 """
 
 
@@ -187,6 +202,8 @@ def main(args: list[str] | None = None) -> None:
             cv_main(argv[1:], run_cli)
         elif argv and argv[0] == "extract":
             extract_main(argv[1:])
+        elif argv and argv[0] == "save_pretrained":
+            save_pretrained_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself
     except (ManifestError, FileNotFoundError) as error:

@@ -5,6 +5,8 @@ The network itself (backbone, head, classifier layers) is ``network.py``; metric
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -18,6 +20,7 @@ from video_cnn_rnn.models.backbone import FreezePolicy
 from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
 from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
 from video_cnn_rnn.models.network import VideoNetwork
+from video_cnn_rnn.models.pretrained import load_pretrained, save_pretrained
 
 # Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
 _RENAMED_HPARAMS = {"test_clips": "eval_clips", "test_flip": "eval_flip"}
@@ -186,6 +189,20 @@ class VideoClassifier(L.LightningModule):
             checkpoint_path.seek(0)
         upgraded = {name: value for name, value in upgrade_hparams(saved).items() if saved.get(name) != value}
         return super().load_from_checkpoint(checkpoint_path, *args, **{**upgraded, **kwargs})
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write a portable model folder: ``model.safetensors``, ``config.json`` (every hyperparameter, classes
+        and frame settings included) and, when the folder has none, a ``README.md`` model card. -> the folder."""
+        return save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike[str], map_location: Any = "cpu", strict: bool = True, **overrides: Any
+    ) -> VideoClassifier:
+        """The model ``save_pretrained`` wrote to ``directory``, in eval mode on ``map_location``: config.json
+        read as JSON (hyperparameters of earlier versions upgraded), weights from safetensors, nothing unpickled
+        or downloaded. ``overrides`` replace hyperparameters (say ``backbone_batch_size``)."""
+        return load_pretrained(cls, directory, upgrade_hparams, map_location=map_location, strict=strict, **overrides)
 
     @property
     def class_names(self) -> list[str]:
