@@ -1,5 +1,5 @@
 """``video-cnn-rnn serve``: the request handling through FastAPI's test client (fast), and the page in a real
-headless Chromium driven through the Debian ``chromedriver`` (slow): upload, wait, read the label, keep a screenshot,
+headless Chromium driven through the Debian ``chromedriver`` (5-10 s): upload, wait, read the label, keep a screenshot,
 and the refusals of a text file, an empty file and a 2-hour video.
 
 The timeline of long videos is covered with a fake ``predict_timeline`` and plot writer, so these tests pass with
@@ -89,6 +89,25 @@ def client_for(model: VideoClassifier, **settings: Any) -> TestClient:
 
 def post(client: TestClient, path: Path, name: str | None = None) -> Any:
     return client.post(f"/api/predict?filename={name or path.name}", content=path.read_bytes())
+
+
+def test_a_checkpoint_or_a_folder(model: VideoClassifier, video_dir: dict[str, Path], tmp_path: Path) -> None:
+    import lightning
+    import torch
+
+    checkpoint = tmp_path / "best.ckpt"
+    hparams = dict(model.hparams)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": hparams,
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        checkpoint,
+    )
+    loaded = serve.load_model(checkpoint, device="cpu")
+    assert not loaded.training and loaded.class_names == model.class_names
+    assert loaded.predict_video(str(video_dir["mp4"])) == model.predict_video(str(video_dir["mp4"]))
 
 
 def test_page_and_info(model: VideoClassifier) -> None:
@@ -255,7 +274,6 @@ def server_url(model: VideoClassifier, monkeypatch: pytest.MonkeyPatch) -> Any:
     thread.join(timeout=10)
 
 
-@pytest.mark.slow
 def test_in_a_real_browser(
     server_url: str, model: VideoClassifier, video_dir: dict[str, Path], two_hour_video: Path
 ) -> None:
