@@ -8,6 +8,7 @@ video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache
 video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
 video-cnn-rnn save_pretrained --ckpt_path best.ckpt --output models/demo  # a portable model folder
+video-cnn-rnn serve --ckpt_path best.ckpt                    # a browser demo (the serve extra)
 """
 
 import argparse
@@ -30,6 +31,7 @@ from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
 from video_cnn_rnn.reports import RunReports
+from video_cnn_rnn.serve import serve_main
 
 # Settings the data module owns and the model records: what a clip looks like and how a video is evaluated, and
 # the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed) brings its own, and
@@ -186,6 +188,7 @@ EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
   cv         k-fold cross-validation through fit and test, beside a linear probe
   synthetic  write the embedded demo dataset
   save_pretrained  write a checkpoint as a portable model folder (--ckpt_path X --output DIR)
+  serve      a local browser demo of a checkpoint or model folder (--ckpt_path X; pip install 'video_cnn_rnn[serve]')
 """
 
 
@@ -204,6 +207,8 @@ def main(args: list[str] | None = None) -> None:
             extract_main(argv[1:])
         elif argv and argv[0] == "save_pretrained":
             save_pretrained_main(argv[1:])
+        elif argv and argv[0] == "serve":
+            serve_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself
     except (ManifestError, FileNotFoundError) as error:
