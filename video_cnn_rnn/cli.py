@@ -1,4 +1,4 @@
-"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic and cv.
+"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic, cv, export.
 
 video-cnn-rnn fit --config configs/demo.yaml
 video-cnn-rnn test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
@@ -6,6 +6,7 @@ video-cnn-rnn predict --config configs/demo.yaml --ckpt_path ... --data.predict 
 video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache  # frozen-backbone features
 video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
+video-cnn-rnn export --ckpt_path ... --format onnx             # ONNX / TorchScript / torch.export file + JSON sidecar
 """
 
 import argparse
@@ -24,6 +25,7 @@ from video_cnn_rnn.crossval import cv_main
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
+from video_cnn_rnn.export import export_main
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
@@ -170,6 +172,7 @@ def synthetic_main(args: list[str]) -> None:
 EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
   extract    build the frozen-backbone feature cache (--config ..., optionally --ckpt_path X)
   cv         k-fold cross-validation through fit and test, beside a linear probe
+  export     a checkpoint as ONNX, TorchScript or a torch.export program, plus a JSON sidecar (--ckpt_path X --format F)
   synthetic  write the embedded demo dataset
 """
 
@@ -187,6 +190,8 @@ def main(args: list[str] | None = None) -> None:
             cv_main(argv[1:], run_cli)
         elif argv and argv[0] == "extract":
             extract_main(argv[1:])
+        elif argv and argv[0] == "export":
+            export_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself
     except (ManifestError, FileNotFoundError) as error:
