@@ -1,5 +1,5 @@
-"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic, cv and
-save_pretrained.
+"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic, cv,
+save_pretrained, export and serve.
 
 video-cnn-rnn fit --config configs/demo.yaml
 video-cnn-rnn test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
@@ -9,6 +9,7 @@ video-cnn-rnn synthetic data/synthetic                         # write the embed
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
 video-cnn-rnn save_pretrained --ckpt_path best.ckpt --output models/demo  # a portable model folder
 video-cnn-rnn serve --ckpt_path best.ckpt                    # a browser demo (the serve extra)
+video-cnn-rnn export --ckpt_path ... --format onnx             # ONNX / TorchScript / torch.export file + JSON sidecar
 """
 
 import argparse
@@ -27,6 +28,7 @@ from video_cnn_rnn.crossval import cv_main
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
+from video_cnn_rnn.export import export_main
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
@@ -186,6 +188,7 @@ def save_pretrained_main(args: list[str]) -> None:
 EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
   extract    build the frozen-backbone feature cache (--config ..., optionally --ckpt_path X)
   cv         k-fold cross-validation through fit and test, beside a linear probe
+  export     a checkpoint as ONNX, TorchScript or a torch.export program, plus a JSON sidecar (--ckpt_path X --format F)
   synthetic  write the embedded demo dataset
   save_pretrained  write a checkpoint as a portable model folder (--ckpt_path X --output DIR)
   serve      a local browser demo of a checkpoint or model folder (--ckpt_path X; pip install 'video_cnn_rnn[serve]')
@@ -209,6 +212,8 @@ def main(args: list[str] | None = None) -> None:
             save_pretrained_main(argv[1:])
         elif argv and argv[0] == "serve":
             serve_main(argv[1:])
+        elif argv and argv[0] == "export":
+            export_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself
     except (ManifestError, FileNotFoundError) as error:

@@ -1,4 +1,4 @@
-"""Temporal heads: shapes, gradients, padding invariance and low-precision safety."""
+"""Temporal heads: shapes, gradients, padding invariance, low-precision safety, the recurrent mask-based path."""
 
 from __future__ import annotations
 
@@ -21,6 +21,18 @@ HEAD_CONFIGS: dict[str, dict[str, Any]] = {
     "transformer_cls": {"kind": "transformer", "pooling": "cls", "num_layers": 2},
     "mean": {"kind": "mean"},
     "max": {"kind": "max"},
+}
+
+# Every recurrent shape the mask-based (export) path must reproduce: cells, directions, stacks with dropout.
+RECURRENT_CONFIGS: dict[str, dict[str, Any]] = {
+    "gru": {"cell": "gru", "rnn_hidden_sizes": [5]},
+    "lstm": {"cell": "lstm", "rnn_hidden_sizes": [5]},
+    "gru_stacked": {"cell": "gru", "rnn_hidden_sizes": [16, 8], "rnn_dropout": 0.4},
+    "lstm_stacked": {"cell": "lstm", "rnn_hidden_sizes": [6, 4, 3], "rnn_dropout": 0.5},
+    "bigru": {"cell": "gru", "bidirectional": True, "rnn_hidden_sizes": [5]},
+    "bilstm": {"cell": "lstm", "bidirectional": True, "rnn_hidden_sizes": [5]},
+    "bigru_stacked": {"cell": "gru", "bidirectional": True, "rnn_hidden_sizes": [6, 4, 3], "rnn_dropout": 0.2},
+    "bilstm_stacked": {"cell": "lstm", "bidirectional": True, "rnn_hidden_sizes": [16, 8], "rnn_dropout": 0.4},
 }
 
 
@@ -125,3 +137,36 @@ def test_a_heads_own_settings_raise_no_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_head("transformer", IN_FEATURES, d_model=16, num_heads=2, rnn_hidden_sizes=None)
+
+
+@pytest.mark.parametrize("name", list(RECURRENT_CONFIGS))
+def test_recurrent_masked_path_equals_packed(name: str) -> None:
+    torch.manual_seed(0)
+    head = RecurrentHead(IN_FEATURES, **RECURRENT_CONFIGS[name]).eval()
+    lengths = [7, 3, 1, 5, 7, 2]  # full rows, a single frame, unsorted
+    # Padding holds garbage (the collate function writes zeros): the mask alone must decide.
+    features = torch.randn(len(lengths), 7, IN_FEATURES)
+    with torch.no_grad():
+        packed = head(features, _mask(lengths, 7))
+        masked = head(features, _mask(lengths, 7), packed=False)
+    assert masked.shape == packed.shape == (len(lengths), head.out_features)
+    torch.testing.assert_close(masked, packed, atol=1e-5, rtol=0)
+
+
+def test_recurrent_masked_path_trains() -> None:
+    torch.manual_seed(0)
+    head = RecurrentHead(IN_FEATURES, **RECURRENT_CONFIGS["bilstm_stacked"]).train()
+    features = torch.randn(3, 6, IN_FEATURES, requires_grad=True)
+    head(features, _mask([6, 2, 1], 6), packed=False).square().sum().backward()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    assert features.grad[1, 2:].abs().max() == 0  # padding steps do not feed the result
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_recurrent_masked_path_runs_in_float32_under_autocast() -> None:
+    head = RecurrentHead(IN_FEATURES, **RECURRENT_CONFIGS["bigru"]).eval()
+    features = torch.randn(3, 6, IN_FEATURES)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(features, _mask([6, 2, 1], 6), packed=False)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, head(features, _mask([6, 2, 1], 6)), atol=1e-5, rtol=0)

@@ -33,6 +33,32 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.unsqueeze(-1), x, torch.full_like(x, fill)).amax(dim=1)
 
 
+def _gather_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Per-row time steps: x [B, T, F], index int64 [B, S] -> [B, S, F] with out[b, s] = x[b, index[b, s]]."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _masked_layer(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """One GRU/LSTM layer over a padded batch: [B, T, D], lengths [B] -> [B, T, directions * H].
+
+    Outputs at each row's real steps equal those of the packed sequence; the rest is garbage. Forward in time
+    this holds as is, since a step never sees later ones. The reverse direction must start at each row's last
+    real step, so it reads a copy whose rows are rolled to end with their real steps (padding first), and its
+    outputs are rolled back; one call runs both copies.
+    """
+    if not rnn.bidirectional:
+        return rnn(x)[0]
+    batch, steps = x.shape[:2]
+    positions = torch.arange(steps, device=x.device).unsqueeze(0)  # [1, T]
+    shift = lengths.unsqueeze(1)  # [B, 1]
+    right_aligned = _gather_steps(x, (positions + shift) % steps)  # row b: padding, then its L_b real steps
+    both = rnn(torch.cat([x, right_aligned]))[0]  # [2B, T, 2H]
+    hidden = rnn.hidden_size
+    forward = both[:batch, :, :hidden]
+    reverse = _gather_steps(both[batch:, :, hidden:], (positions + steps - shift) % steps)  # rolled back
+    return torch.cat([forward, reverse], dim=-1)
+
+
 class MeanHead(nn.Module):
     """Order-blind baseline: masked mean of the frame features."""
 
@@ -64,6 +90,9 @@ class MaxHead(nn.Module):
 class RecurrentHead(nn.Module):
     """Stacked GRU/LSTM layers over packed sequences; returns the hidden state at the last real step.
 
+    ``forward(..., packed=False)`` gives the same result from the padded batch and the mask, without packing,
+    whose shapes depend on the mask's values: the path ``video_cnn_rnn.export`` traces.
+
     ``rnn_hidden_sizes=[16, 8]`` reproduces the Keras CNN-RNN example (GRU 16 -> GRU 8). Separate single-layer
     RNNs are stacked (instead of ``num_layers``) so each layer can have its own width.
     """
@@ -92,29 +121,52 @@ class RecurrentHead(nn.Module):
         self.bidirectional = bidirectional
         self.out_features = size
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, T, D], [B, T] -> [B, rnn_hidden_sizes[-1] * directions]."""
-        # pack_padded_sequence wants CPU int64 lengths; real frames come first, so the count is the length.
-        lengths = mask.sum(dim=1).to(device="cpu", dtype=torch.int64)
+    def forward(self, features: torch.Tensor, mask: torch.Tensor, packed: bool = True) -> torch.Tensor:
+        """[B, T, D], [B, T] -> [B, rnn_hidden_sizes[-1] * directions].
+
+        ``packed=False`` runs the padded sequence instead and picks each row's last real step: the same result
+        (to float rounding), with no shape that depends on the mask's values, so it traces and exports.
+        """
         # Autocast is disabled here: packed RNN kernels lack fp16/bf16 support on some backends (CPU
         # LSTM/GRU in half precision), and the recurrence accumulates rounding error over time steps.
         # These layers are tiny, so float32 costs next to nothing.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            packed = pack_padded_sequence(features.float(), lengths, batch_first=True, enforce_sorted=False)
-            hidden = None
-            for index, rnn in enumerate(self.layers):
-                if index > 0:
-                    packed = PackedSequence(
-                        self.dropout(packed.data),
-                        packed.batch_sizes,
-                        packed.sorted_indices,
-                        packed.unsorted_indices,
-                    )
-                packed, hidden = rnn(packed)
-            if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
-                hidden = hidden[0]
-            # h_n is already back in batch order: [directions, B, H] -> [B, directions * H]
-            return hidden.transpose(0, 1).reshape(features.shape[0], -1)
+            if packed:
+                return self._forward_packed(features.float(), mask)
+            return self._forward_masked(features.float(), mask)
+
+    def _forward_packed(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # pack_padded_sequence wants CPU int64 lengths; real frames come first, so the count is the length.
+        lengths = mask.sum(dim=1).to(device="cpu", dtype=torch.int64)
+        packed = pack_padded_sequence(features, lengths, batch_first=True, enforce_sorted=False)
+        hidden = None
+        for index, rnn in enumerate(self.layers):
+            if index > 0:
+                packed = PackedSequence(
+                    self.dropout(packed.data),
+                    packed.batch_sizes,
+                    packed.sorted_indices,
+                    packed.unsorted_indices,
+                )
+            packed, hidden = rnn(packed)
+        if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
+            hidden = hidden[0]
+        # h_n is already back in batch order: [directions, B, H] -> [B, directions * H]
+        return hidden.transpose(0, 1).reshape(features.shape[0], -1)
+
+    def _forward_masked(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        lengths = mask.sum(dim=1)  # [B, T] -> [B], int64
+        x = features
+        for index, rnn in enumerate(self.layers):
+            if index > 0:
+                x = self.dropout(x)
+            x = _masked_layer(rnn, x, lengths)  # [B, T, directions * H], valid at the real steps
+        last = _gather_steps(x, (lengths - 1).clamp_min(0).unsqueeze(1)).squeeze(1)  # [B, T, F] -> [B, F]
+        if not self.bidirectional:
+            return last
+        # The reverse direction ends at each row's first step: [B, 2H] = (forward at L - 1, reverse at 0).
+        hidden = self.layers[-1].hidden_size
+        return torch.cat([last[:, :hidden], x[:, 0, hidden:]], dim=-1)
 
 
 class TransformerHead(nn.Module):
