@@ -11,7 +11,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "video_cnn_rnn"
 # A module may import modules of its own layer or a lower one.
-LAYERS = {"hardware": 0, "data": 0, "models": 1, "extraction": 2, "reports": 2, "crossval": 2, "cli": 3, "__main__": 4}
+LAYERS = {
+    "hardware": 0,
+    "data": 0,
+    "models": 1,
+    "extraction": 2,
+    "reports": 2,
+    "crossval": 2,
+    "timeline": 2,
+    "cli": 3,
+    "__main__": 4,
+}
 
 
 def module_name(path: Path) -> str:
