@@ -74,9 +74,17 @@ def main() -> None:
     parser.add_argument("--window_s", type=float, default=2.0)
     parser.add_argument("--hop_s", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument(
+        "--torch_threads",
+        type=int,
+        default=1,
+        help="torch threads for the model; 1 leaves the decoding thread a core of its own on 2 cores (on this "
+        "shared machine 2 torch threads beside other jobs ran the backbone 3x slower than 1: OpenMP oversubscription)",
+    )
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "video_cnn_rnn_bench"))
     args = parser.parse_args()
 
+    torch.set_num_threads(args.torch_threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     video = make_video(cache / f"timeline_720p30_{args.seconds}s.mp4", args.seconds)
