@@ -20,6 +20,7 @@ LAYERS = {
     "crossval": 2,
     "serve": 2,
     "export": 2,
+    "timeline": 2,
     "cli": 3,
     "__main__": 4,
 }

@@ -28,12 +28,14 @@ from video_cnn_rnn.crossval import cv_main
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
+from video_cnn_rnn.data.windows import check_window
 from video_cnn_rnn.export import export_main
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
 from video_cnn_rnn.reports import RunReports
 from video_cnn_rnn.serve import serve_main
+from video_cnn_rnn.timeline import run_timeline
 
 # Settings the data module owns and the model records: what a clip looks like and how a video is evaluated, and
 # the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed) brings its own, and
@@ -70,6 +72,10 @@ class VideoCLI(LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.{name}")
         # The data module works the vocabulary out from its annotations when it is built.
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        # predict only: with timeline.window_s, one row per sliding window of every video (video_cnn_rnn.timeline).
+        parser.add_argument("--timeline.window_s", type=float | None, default=None, help="window length (seconds)")
+        parser.add_argument("--timeline.hop_s", type=float, default=1.0, help="step between windows (seconds)")
+        parser.add_argument("--timeline.batch_size", type=int, default=16, help="windows per backbone batch")
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI's: a subcommand's ``--ckpt_path`` hyperparameters override the config (upgraded, and the
@@ -81,6 +87,11 @@ class VideoCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if not self.subcommand and self.checkpoint:
             self._take_checkpoint_hparams(self.checkpoint)
+        if self.subcommand == "predict" and self.config.predict.timeline.window_s is not None:
+            try:  # a bad window or hop stops here, as a usage error, before anything is built or decoded
+                check_window(self.config.predict.timeline.window_s, self.config.predict.timeline.hop_s)
+            except ValueError as error:
+                self.parser.error(f"--timeline: {error}")
         trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
         if trainer.get("precision") is None:  # none given: the fastest safe one on this machine
             trainer.precision, reason = default_precision(trainer.get("accelerator"))
@@ -130,6 +141,27 @@ class VideoCLI(LightningCLI):
                 print(f"using feature cache {folder}")
 
     before_fit = before_validate = before_test = before_predict = prepare_run
+
+    def predict(self, **kwargs: Any) -> Any:
+        """``trainer.predict``, or with ``--timeline.window_s`` the timeline of every video of ``data.predict``
+        (after ``prepare_run`` loaded the checkpoint), written where the predictions would be."""
+        options = self.config[self.subcommand].timeline
+        if options.window_s is None:
+            return self.trainer.predict(**kwargs)
+        data, reports = self.datamodule, self.config[self.subcommand].reports
+        data.setup("predict")
+        self.model.to(self.trainer.strategy.root_device)
+        return run_timeline(
+            self.model,
+            [path for path, _ in data.datasets["predict"].items],
+            reports.output_dir or self.trainer.log_dir or self.trainer.default_root_dir,
+            options.window_s,
+            options.hop_s,
+            options.batch_size,
+            reports.top_k,
+            data.hparams.on_error,
+            self.trainer.precision_plugin.forward_context,
+        )
 
 
 def run_cli(args: list[str] | None = None, run: bool = True, checkpoint: str | None = None) -> VideoCLI:

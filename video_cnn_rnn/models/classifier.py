@@ -6,6 +6,7 @@ The network itself (backbone, head, classifier layers) is ``network.py``; metric
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
 from video_cnn_rnn.data.dataset import VideoDataset
+from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.models.backbone import FreezePolicy
 from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
 from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
 from video_cnn_rnn.models.network import VideoNetwork
 from video_cnn_rnn.models.pretrained import load_pretrained, save_pretrained
+from video_cnn_rnn.models.windowed import iter_timeline
 
 # Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
 _RENAMED_HPARAMS = {"test_clips": "eval_clips", "test_flip": "eval_flip"}
@@ -357,6 +360,42 @@ class VideoClassifier(L.LightningModule):
         values, indices = probs.topk(min(top_k, self.num_classes))
         names = self.class_names
         return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+
+    def predict_timeline(
+        self,
+        path: str | os.PathLike[str],
+        window_s: float = 2.0,
+        hop_s: float = 1.0,
+        batch_size: int = 16,
+        top_k: int = 3,
+        on_error: str = "raise",
+    ) -> list[dict[str, Any]]:
+        """Class probabilities over time: one row per window of ``window_s`` seconds, every ``hop_s`` seconds.
+
+        Each window is one clip sampled from its frames with this model's ``num_frames``, ``img_size`` and
+        ``sampling`` (``eval_clips`` / ``eval_flip`` are not applied); the file is decoded once, streaming
+        (``video_cnn_rnn.data.windows``). Rows: ``{"path", "start_s", "end_s", "probs": [one per class],
+        "top_k": [(class name, probability)], "note"}``. A file that fails mid-way raises ``VideoDecodeError``
+        with ``on_error="raise"``; otherwise it warns and returns the rows of the windows read before the failure.
+        """
+        rows: list[dict[str, Any]] = []
+        was_training = self.training
+        self.eval()
+        try:
+            timeline = iter_timeline(
+                self.network, path, window_s, hop_s, self.hparams.num_frames, self.hparams.img_size,
+                self.hparams.sampling, batch_size,
+            )  # fmt: skip
+            for row in timeline:
+                ranked = sorted(zip(self.class_names, row["probs"], strict=True), key=lambda pair: -pair[1])
+                rows.append({**row, "top_k": ranked[:top_k]})
+        except VideoDecodeError as error:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"timeline cut short, {len(rows)} window(s) kept: {error}", stacklevel=2)
+        finally:
+            self.train(was_training)
+        return rows
 
 
 def _prefix_legacy_keys(module: VideoClassifier, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
