@@ -2,8 +2,7 @@
 headless Chromium driven through the Debian ``chromedriver`` (5-10 s): upload, wait, read the label, keep a screenshot,
 and the refusals of a text file, an empty file and a 2-hour video.
 
-The timeline of long videos is covered with a fake ``predict_timeline`` and plot writer, so these tests pass with
-or without ``video_cnn_rnn.timeline``.
+The timeline of long videos is the real one (``predict_timeline``, ``timeline.write_timeline``).
 """
 
 from __future__ import annotations
@@ -67,22 +66,6 @@ def two_hour_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def fake_timeline(model: VideoClassifier, writer_calls: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ``predict_timeline`` and a plot writer with the interface of video_cnn_rnn.timeline."""
-
-    def predict_timeline(path: str, window_s: float = 2.0, hop_s: float = 1.0, batch_size: int = 16, top_k: int = 3):
-        return [{"start_s": 0.0, "end_s": window_s, "probs": [1.0 / len(CLASSES)] * len(CLASSES)}]
-
-    def write_timeline(rows: list[dict], class_names: list[str], folder: Path, top_k: int) -> None:
-        from PIL import Image
-
-        writer_calls.append((rows, class_names, top_k))
-        Image.new("RGB", (120, 40), (40, 120, 200)).save(Path(folder) / "timeline.png")
-
-    monkeypatch.setattr(model, "predict_timeline", predict_timeline, raising=False)
-    monkeypatch.setattr(serve, "_timeline_writer", lambda: write_timeline)
-
-
 def client_for(model: VideoClassifier, **settings: Any) -> TestClient:
     return TestClient(serve.create_app(model, serve.ServeSettings(**settings)))
 
@@ -133,20 +116,26 @@ def test_long_video_gets_the_timeline(
     model: VideoClassifier, video_dir: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Any] = []
-    fake_timeline(model, calls, monkeypatch)
+    real = model.predict_timeline
+    monkeypatch.setattr(
+        model, "predict_timeline", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs)
+    )
     data = post(client_for(model, top_k=5), video_dir["long_mp4"]).json()  # 300 frames at 25 fps: 12 s
     assert data["timeline_png"].startswith("data:image/png;base64,")
-    assert len(calls) == 1 and calls[0][1] == list(CLASSES) and calls[0][2] == 3
+    assert len(calls) == 1 and calls[0]["window_s"] == 2.0 and calls[0]["hop_s"] == 1.0
     short = post(client_for(model), video_dir["mp4"]).json()
     assert short["timeline_png"] is None and len(calls) == 1
 
 
-def test_long_video_without_a_timeline_says_so(
+def test_a_failing_timeline_leaves_the_answer_and_says_so(
     model: VideoClassifier, video_dir: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delattr(VideoClassifier, "predict_timeline", raising=False)
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no windows")
+
+    monkeypatch.setattr(model, "predict_timeline", broken)
     data = post(client_for(model), video_dir["long_mp4"]).json()
-    assert data["top_k"] and data["timeline_png"] is None and "timeline" in data["note"]
+    assert data["top_k"] and data["timeline_png"] is None and "timeline could not be drawn" in data["note"]
 
 
 @pytest.mark.parametrize(
@@ -259,7 +248,6 @@ def _free_port() -> int:
 def server_url(model: VideoClassifier, monkeypatch: pytest.MonkeyPatch) -> Any:
     import uvicorn
 
-    fake_timeline(model, [], monkeypatch)
     port = _free_port()
     app = serve.create_app(model, serve.ServeSettings(top_k=5))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -302,7 +290,7 @@ def test_in_a_real_browser(
                 )
             )
 
-        # A 12 s video: the top-k bars, the sampled frames' animation and (the fake) timeline.
+        # A 12 s video: the top-k bars, the sampled frames' animation and the timeline.
         assert upload(video_dir["long_mp4"]) == "result"
         assert browser.find_element(By.ID, "top-label").text == expected
         assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 5

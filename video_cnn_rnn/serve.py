@@ -4,7 +4,7 @@ video-cnn-rnn serve --ckpt_path runs/demo/checkpoints/best.ckpt   # or a model f
 
 One HTML page (``static/serve.html``, vanilla JS) over a small FastAPI app: upload a video or pick an example, and
 see the top-k classes as bars, an animation of the frames the model sampled, and, for videos longer than
-``timeline_min_s``, the timeline plot (when the model has ``predict_timeline``). Uploads are streamed to a
+``timeline_min_s``, the timeline plot (``predict_timeline``, ``timeline.write_timeline``). Uploads are streamed to a
 temporary file under a size limit, and their header is probed for a duration limit before anything is decoded;
 every refusal is a JSON ``{"error": message}`` the page shows as it is, never a traceback.
 
@@ -29,6 +29,7 @@ from video_cnn_rnn.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from video_cnn_rnn.data.synthetic import make_clip, write_video
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.reports import write_gif
+from video_cnn_rnn.timeline import write_timeline
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +120,6 @@ def _data_url(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _timeline_writer() -> Any:
-    """``video_cnn_rnn.timeline.write_timeline`` where that module exists (else None)."""
-    try:
-        from video_cnn_rnn.timeline import write_timeline
-    except ImportError:
-        return None
-    return write_timeline
-
-
 class Analyser:
     """Runs the model on one video at a time (a lock: one CPU or GPU is shared by every request)."""
 
@@ -147,7 +139,7 @@ class Analyser:
             "top_k": self.settings.top_k,
             "max_upload_mb": self.settings.max_upload_mb,
             "max_duration_s": self.settings.max_duration_s,
-            "timeline": hasattr(self.model, "predict_timeline") and _timeline_writer() is not None,
+            "timeline": True,
             "timeline_min_s": self.settings.timeline_min_s,
             "examples": sorted(self.settings.examples),
         }
@@ -193,9 +185,6 @@ class Analyser:
         return result
 
     def _timeline(self, path: Path, folder: Path) -> dict[str, Any]:
-        write_timeline = _timeline_writer()
-        if not hasattr(self.model, "predict_timeline") or write_timeline is None:
-            return {"note": "This version has no timeline (predict_timeline); showing the whole-video prediction."}
         settings = self.settings
         try:
             rows = self.model.predict_timeline(
