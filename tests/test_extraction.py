@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 
+from video_cnn_rnn.data.annotations import read_csv
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset, is_complete
@@ -94,6 +95,29 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
 def test_cache_needs_a_frozen_backbone(synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frozen"):
         prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model(freeze="finetune").network, trainer())
+
+
+def test_cache_records_skipped_and_damaged_videos_with_their_reasons(
+    synthetic_root: Path, video_dir: dict, codec_videos: dict, tmp_path: Path
+) -> None:
+    """``on_error: warn``: a damaged video is cached from its clean frames and listed as damaged in
+    complete.json, one that does not decode is left out and listed as skipped; ``warn`` makes another cache."""
+    damaged, broken = str(codec_videos["h264"][1]), str(video_dir["text"])
+    rows = ["video_name,tag"] + [f"{path},{label}" for path, label in read_csv(synthetic_root / "test.csv")]
+    rows += [f"{damaged},disc_grow", f"{broken},fade_in"]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    data = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="warn")
+    with pytest.warns(UserWarning):
+        folder = prepare_feature_cache(data, make_model().network, trainer())
+    summary = json.loads((folder / "complete.json").read_text())
+    assert summary["damaged"] == {"train": [], "val": [], "test": [damaged]}
+    assert summary["skipped"] == {"train": [], "val": [], "test": [broken]}
+    assert summary["reasons"][damaged].startswith("damaged stream: frame 16 (0.64 s): ")
+    assert "cannot decode" in summary["reasons"][broken]
+    assert damaged in json.loads((folder / "test" / "paths.json").read_text())
+    skip = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="skip")
+    with pytest.warns(UserWarning):
+        assert prepare_feature_cache(skip, make_model().network, trainer()) != folder
 
 
 def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path, tmp_path: Path) -> None:

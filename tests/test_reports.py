@@ -157,15 +157,33 @@ def test_reports_go_to_output_dir_else_the_log_dir_else_the_root_dir(tmp_path):
     assert _callback(_trainer(tmp_path, log_dir=None), module)._folder == tmp_path / "root"
 
 
-def test_skipped_videos_of_every_stage_are_listed_once_sorted_at_fit_end(tmp_path):
+def test_skipped_videos_of_every_stage_are_listed_once_sorted_with_reasons_at_fit_end(tmp_path):
     trainer, module = _trainer(tmp_path), _module()
     callback = _callback(trainer, module)
-    callback.on_train_batch_end(trainer, module, None, {"skipped": ["z.mp4", "a.avi"]}, 0)
+    callback.on_train_batch_end(trainer, module, None, {"skipped": [("z.mp4", "no such file"), ("a.avi", "x")]}, 0)
     callback.on_train_batch_end(trainer, module, None, {"skipped": []}, 1)
     callback.on_train_batch_end(trainer, module, None, torch.zeros(2), 2)  # not a dict: nothing to collect
-    callback.on_validation_batch_end(trainer, module, None, {"skipped": ["z.mp4", "m.mp4"]}, 0)
+    callback.on_validation_batch_end(trainer, module, None, {"skipped": [("z.mp4", "no such file"), ("m.mp4", "y")]}, 0)
     callback.on_fit_end(trainer, module)
-    assert (tmp_path / "logs" / "skipped_videos.txt").read_text() == "a.avi\nm.mp4\nz.mp4\n"
+    text = (tmp_path / "logs" / "skipped_videos.txt").read_text()
+    assert text == "a.avi\tx\nm.mp4\ty\nz.mp4\tno such file\n"
+    assert not (tmp_path / "logs" / "damaged_videos.txt").exists()
+
+
+def test_damaged_videos_are_listed_with_their_reasons_beside_the_skipped_ones(tmp_path):
+    trainer, module = _trainer(tmp_path), _module()
+    callback = _callback(trainer, module)
+    damaged = [("b.mp4", "damaged stream: frame 20 (0.80 s): concealed"), ("a.avi", "damaged stream: frame 3")]
+    callback.on_train_batch_end(
+        trainer, module, None, {"skipped": [("c.mp4", "no clean frame")], "damaged": damaged}, 0
+    )
+    callback.on_validation_batch_end(trainer, module, None, {"skipped": [], "damaged": damaged[:1]}, 0)
+    callback.on_fit_end(trainer, module)
+    folder = tmp_path / "logs"
+    assert (folder / "damaged_videos.txt").read_text() == (
+        "a.avi\tdamaged stream: frame 3\nb.mp4\tdamaged stream: frame 20 (0.80 s): concealed\n"
+    )
+    assert (folder / "skipped_videos.txt").read_text() == "c.mp4\tno clean frame\n"
 
 
 def test_no_skipped_videos_file_when_nothing_was_skipped(tmp_path):
@@ -185,7 +203,7 @@ def test_test_end_writes_the_report_and_the_predictions_of_every_batch(tmp_path)
     callback = _callback(trainer, module, stage="test")
     callback.on_test_start(trainer, module)
     first = _test_outputs(["v2.mp4", "v0.mp4"], [1, 0], [[0.25, 0.5, 0.25], [0.5, 0.25, 0.25]])
-    callback.on_test_batch_end(trainer, module, first, {"skipped": ["bad.mp4"]}, 0)
+    callback.on_test_batch_end(trainer, module, first, {"skipped": [("bad.mp4", "cannot decode")]}, 0)
     callback.on_test_batch_end(trainer, module, None, {"skipped": []}, 1)  # test_step returns None for an empty batch
     second = _test_outputs(["v1.mp4"], [2], [[0.125, 0.125, 0.75]])
     callback.on_test_batch_end(trainer, module, second, {"skipped": []}, 2)
@@ -199,7 +217,7 @@ def test_test_end_writes_the_report_and_the_predictions_of_every_batch(tmp_path)
         "test_predictions.csv",
     ]
     assert json.loads((folder / "test_metrics.json").read_text()) == _report()["metrics"]
-    assert (folder / "skipped_videos.txt").read_text() == "bad.mp4\n"
+    assert (folder / "skipped_videos.txt").read_text() == "bad.mp4\tcannot decode\n"
     assert _read_csv(folder / "test_predictions.csv")[1:] == [
         ["v0.mp4", "jump", "jump", "0.500000", "0.250000", "0.250000"],
         ["v1.mp4", "sit", "sit", "0.125000", "0.125000", "0.750000"],
@@ -244,7 +262,7 @@ def test_predict_end_writes_sorted_top_k_rows_and_prints_them(tmp_path, capsys):
         _predict_batch(["/videos/b.mp4", "/videos/c.mp4"], [[0.25, 0.5, 0.25], [0.125, 0.125, 0.75]]),
         _predict_batch(["/videos/a.mp4"], [[0.5, 0.375, 0.125]]),
     ]
-    batches[1][1]["skipped"] = ["/videos/broken.mp4"]
+    batches[1][1]["skipped"] = [("/videos/broken.mp4", "no decodable video frames")]
     _predict(callback, trainer, module, batches)
     assert _read_csv(tmp_path / "logs" / "predictions.csv") == [
         ["path", "label_1", "prob_1", "label_2", "prob_2"],
@@ -252,7 +270,7 @@ def test_predict_end_writes_sorted_top_k_rows_and_prints_them(tmp_path, capsys):
         ["/videos/b.mp4", "run", "0.500000", "jump", "0.250000"],
         ["/videos/c.mp4", "sit", "0.750000", "jump", "0.125000"],
     ]
-    assert (tmp_path / "logs" / "skipped_videos.txt").read_text() == "/videos/broken.mp4\n"
+    assert (tmp_path / "logs" / "skipped_videos.txt").read_text() == "/videos/broken.mp4\tno decodable video frames\n"
     printed = capsys.readouterr().out
     assert "/videos/a.mp4\n  jump: 50.00%\n  run: 37.50%\n" in printed
     assert printed.index("/videos/a.mp4") < printed.index("/videos/b.mp4") < printed.index("/videos/c.mp4")

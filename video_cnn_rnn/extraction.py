@@ -57,6 +57,8 @@ def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) 
             "training": dataset.augment,  # the key keeps existing caches valid
             "seed": dataset.seed,
         }
+        if dataset.on_error == "warn":  # damaged videos cached with their clean frames; only then, so that
+            manifest[split]["on_error"] = "warn"  # caches made before the setting existed stay valid
     key = {
         "format": CACHE_FORMAT,
         "backbone": network.backbone_name,
@@ -115,18 +117,25 @@ class _Extractor(L.LightningModule):
 
 
 class _ShardWriter(L.Callback):
-    """Each rank saves what it extracted; rank 0 later assembles the shards in dataset order."""
+    """Each rank saves what it extracted, and the reasons of the videos it skipped or kept damaged; rank 0 later
+    assembles the shards in dataset order."""
 
     def __init__(self, shard_path: Path) -> None:
         self.shard_path = shard_path
         self.rows: dict[str, tuple[np.ndarray, int]] = {}
+        self.reasons: dict[str, str] = {}
+        self.damaged: set[str] = set()
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         for path, features, length in zip(outputs["paths"], outputs["features"], outputs["lengths"], strict=True):
             self.rows[path] = (features.numpy(), int(length))
+        self.reasons.update(batch.get("skipped", []))
+        self.reasons.update(batch.get("damaged", []))
+        self.damaged.update(path for path, _ in batch.get("damaged", []))
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        torch.save(self.rows, self.shard_path.with_name(f"{self.shard_path.name}.{trainer.global_rank}"))
+        shard = {"rows": self.rows, "reasons": self.reasons, "damaged": sorted(self.damaged)}
+        torch.save(shard, self.shard_path.with_name(f"{self.shard_path.name}.{trainer.global_rank}"))
 
 
 def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
@@ -173,6 +182,8 @@ def build_feature_cache(
     shards = root / f".{folder.name}.shards"
     shards.mkdir(exist_ok=True)
     skipped: dict[str, list[str]] = {}
+    damaged: dict[str, list[str]] = {}
+    reasons: dict[str, str] = {}
     for split, dataset in sorted(datasets.items()):
         extractor = _Extractor(network, dataset, batch_size, num_workers)
         _extraction_trainer(trainer, _ShardWriter(shards / split)).predict(extractor, return_predictions=False)
@@ -183,10 +194,24 @@ def build_feature_cache(
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
         for split, dataset in sorted(datasets.items()):
             rows: dict[str, tuple[np.ndarray, int]] = {}
+            damaged_here: set[str] = set()
             for shard in sorted(shards.glob(f"{split}.*")):
-                rows.update(torch.load(shard, weights_only=False))
+                part = torch.load(shard, weights_only=False)
+                rows.update(part["rows"])
+                reasons.update(part["reasons"])
+                damaged_here.update(part["damaged"])
             skipped[split] = write_split(staging / split, dataset, rows)
-        (staging / "complete.json").write_text(json.dumps({"skipped": skipped, "format": CACHE_FORMAT}, indent=2))
+            damaged[split] = [path for path, _ in dataset.items if path in damaged_here and path in rows]
+        # Skipped videos are left out of the cache; damaged ones (on_error="warn") are cached with their clean
+        # frames. "reasons" says why, for both.
+        listed = {path for paths in (*skipped.values(), *damaged.values()) for path in paths}
+        summary = {
+            "skipped": skipped,
+            "damaged": damaged,
+            "reasons": {path: reason for path, reason in sorted(reasons.items()) if path in listed},
+            "format": CACHE_FORMAT,
+        }
+        (staging / "complete.json").write_text(json.dumps(summary, indent=2))
         if not is_complete(folder):
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(staging, folder)

@@ -1,4 +1,4 @@
-"""Files a run leaves behind: test reports, prediction CSVs, skipped-video lists and prediction GIFs.
+"""Files a run leaves behind: test reports, prediction CSVs, skipped and damaged video lists and prediction GIFs.
 
 One callback, ``RunReports``, owns them all so every subcommand writes into the run's log folder the same
 way, and so DDP ranks coordinate in one place (each rank writes its share, rank 0 merges).
@@ -115,17 +115,20 @@ class RunReports(L.Callback):
         self.top_k, self.output_dir = top_k, output_dir
         self.print_predictions, self.gif = print_predictions, gif
         self._rows: list[list[Any]] = []
-        self._skipped: set[str] = set()
+        # path -> reason, for the videos the batches report (on_error "skip" / "warn").
+        self._lists: dict[str, dict[str, str]] = {"skipped": {}, "damaged": {}}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Resolved once here, where every rank runs: under DDP trainer.log_dir is a collective call, so asking
         # for it later on rank 0 alone would wait forever for the other ranks.
         self._folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
 
-    # Skipped videos (on_error="skip"): collected from every batch of every stage.
+    # Skipped videos (on_error "skip" / "warn") and damaged ones kept with their clean frames ("warn"): collected
+    # from every batch of every stage.
     def _collect_skipped(self, batch: Any) -> None:
         if isinstance(batch, dict):
-            self._skipped.update(batch.get("skipped", []))
+            for key, videos in self._lists.items():
+                videos.update(batch.get(key, []))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._collect_skipped(batch)
@@ -143,12 +146,18 @@ class RunReports(L.Callback):
                 self._test_rows.append((path, int(label), probs.tolist()))
 
     def _write_skipped(self, trainer: L.Trainer) -> None:
-        skipped = sorted(self._gather(trainer, sorted(self._skipped)))
-        if trainer.is_global_zero and skipped:
-            path = self._folder / "skipped_videos.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("\n".join(skipped) + "\n")
-            rank_zero_info(f"{len(skipped)} video(s) could not be decoded and were skipped; list: {path}")
+        """``skipped_videos.txt`` and ``damaged_videos.txt``: ``path<TAB>reason`` per video, every rank's merged."""
+        told = {
+            "skipped": "could not be decoded and were skipped",
+            "damaged": "have damaged streams; their clean frames were used",
+        }
+        for key, videos in self._lists.items():
+            rows = sorted(dict(self._gather(trainer, sorted(videos.items()))).items())
+            if trainer.is_global_zero and rows:
+                path = self._folder / f"{key}_videos.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(f"{video}\t{reason}\n" for video, reason in rows))
+                rank_zero_info(f"{len(rows)} video(s) {told[key]}; list: {path}")
 
     @staticmethod
     def _gather(trainer: L.Trainer, values: list[Any]) -> list[Any]:

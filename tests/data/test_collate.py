@@ -39,7 +39,7 @@ def test_collate_pads_to_the_batch_longest_clip():
     ]
     assert batch["lengths"].tolist() == [3, 5, 1] and batch["lengths"].dtype == torch.long
     assert batch["labels"].tolist() == [0, 2, -1] and batch["labels"].dtype == torch.long
-    assert batch["paths"] == ["v10", "v20", "v30"] and batch["skipped"] == []
+    assert batch["paths"] == ["v10", "v20", "v30"] and batch["skipped"] == [] and batch["damaged"] == []
     frames = batch["frames"]
     assert (frames[0, :3] == 10).all() and (frames[0, 3:] == 0).all()
     assert (frames[1] == 20).all()
@@ -95,7 +95,7 @@ def test_collate_features_are_padded_like_frames_and_keep_their_dtype():
     assert (features[0, :2] == 0.5).all() and (features[0, 2:] == 0).all() and (features[1] == 1.5).all()
     assert batch["mask"].tolist() == [[True, True, False, False], [True] * 4]
     assert batch["lengths"].tolist() == [2, 4] and batch["labels"].tolist() == [1, 3]
-    assert batch["paths"] == ["f0.5", "f1.5"] and batch["skipped"] == []
+    assert batch["paths"] == ["f0.5", "f1.5"] and batch["skipped"] == [] and batch["damaged"] == []
 
 
 def test_collate_multi_clip_features():
@@ -116,24 +116,33 @@ def test_collate_unlabelled_items_get_label_minus_one():
 def test_collate_drops_failed_items():
     failed = _failed("bad.mp4")
     batch = collate_clips([_item(2, 1, 5), failed])
-    assert batch["frames"].shape[0] == 1 and batch["paths"] == ["v5"] and batch["skipped"] == ["bad.mp4"]
-    empty = collate_clips([failed, {"path": "b2.avi", "error": "x"}])
+    assert batch["frames"].shape[0] == 1 and batch["paths"] == ["v5"]
+    assert batch["skipped"] == [("bad.mp4", "cannot decode")] and batch["damaged"] == []
+    empty = collate_clips([failed, {"path": "b2.avi", "error": "b2.avi: no such file"}])
     assert empty["frames"].shape[0] == 0 and empty["labels"].shape == (0,) and empty["mask"].shape[0] == 0
-    assert empty["skipped"] == ["bad.mp4", "b2.avi"]
+    assert empty["skipped"] == [("bad.mp4", "cannot decode"), ("b2.avi", "no such file")]  # the path said once
+
+
+def test_collate_keeps_damaged_items_and_passes_their_reasons_on():
+    damaged = {**_item(2, 1, 5), "damaged": "v5: damaged stream: frame 3 (0.12 s): concealed\n errors"}
+    batch = collate_clips([_item(3, 0, 4), damaged, _failed("bad.mp4")])
+    assert batch["paths"] == ["v4", "v5"] and batch["lengths"].tolist() == [3, 2]
+    assert batch["damaged"] == [("v5", "damaged stream: frame 3 (0.12 s): concealed errors")]  # one line
+    assert batch["skipped"] == [("bad.mp4", "cannot decode")]
 
 
 def test_collate_pads_to_the_longest_decoded_item_not_to_a_failed_one():
     batch = collate_clips([_failed("a.mp4"), _item(2, 0, 1), _failed("b.mp4"), _item(3, 1, 2)])
     assert batch["frames"].shape == (2, 3, 3, 4, 4)
     assert batch["paths"] == ["v1", "v2"] and batch["labels"].tolist() == [0, 1]
-    assert batch["skipped"] == ["a.mp4", "b.mp4"]  # in the batch's order
+    assert [path for path, _ in batch["skipped"]] == ["a.mp4", "b.mp4"]  # in the batch's order
 
 
 def test_collate_all_skipped_batch_is_empty_with_the_usual_keys_and_dtypes():
     batch = collate_clips([_failed("x.mp4"), _failed("y.avi")])
-    assert set(batch) == {"frames", "mask", "lengths", "labels", "paths", "skipped"}
+    assert set(batch) == {"frames", "mask", "lengths", "labels", "paths", "skipped", "damaged"}
     assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape[0] == 0 and batch["frames"].dim() == 5
     assert batch["mask"].dtype == torch.bool and batch["mask"].shape == (0, 0)
     assert batch["lengths"].dtype == torch.long and batch["lengths"].shape == (0,)
     assert batch["labels"].dtype == torch.long and batch["labels"].shape == (0,)
-    assert batch["paths"] == [] and batch["skipped"] == ["x.mp4", "y.avi"]
+    assert batch["paths"] == [] and [path for path, _ in batch["skipped"]] == ["x.mp4", "y.avi"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from video_cnn_rnn.data import VideoDataModule, VideoDataset, VideoDecodeError, collate_clips
+from video_cnn_rnn.data import DamagedVideoError, VideoDataModule, VideoDataset, VideoDecodeError, collate_clips
 from video_cnn_rnn.data.annotations import ManifestError, read_csv
 
 BAD_FILES = ["zero", "text", "truncated_mp4", "missing"]
@@ -127,7 +127,7 @@ def test_on_error_skip(video_dir, train_items, bad):
     assert len(caught) == 1 and caught[0].message.args[0].startswith("skipping video:")
     assert items[1] == items[3] and items[1]["path"] == path and path in items[1]["error"]
     batch = collate_clips(items[:3])
-    assert batch["skipped"] == [path]
+    assert [video for video, _ in batch["skipped"]] == [path] and not batch["skipped"][0][1].startswith(path)
     assert batch["paths"] == [train_items[0][0], train_items[1][0]]
     assert batch["frames"].shape[0] == 2 and batch["labels"].tolist() == [train_items[0][1], train_items[1][1]]
 
@@ -140,9 +140,64 @@ def test_skip_does_not_swallow_configuration_errors(train_items):
             VideoDataset(train_items[:2], num_frames=4, img_size=32, sampling="stride", stride=0, on_error="skip")
 
 
-def test_truncated_avi_is_kept_under_skip(video_dir):
-    dataset = VideoDataset([(str(video_dir["truncated_avi"]), 0)], num_frames=8, img_size=32, on_error="skip")
-    assert dataset[0]["length"] == 8
+def test_truncated_avi_is_skipped_or_kept_with_its_clean_frames(video_dir):
+    """The cut falls inside a frame, which the decoder conceals: damage, so ``skip`` drops the file and ``warn``
+    keeps the frames before the cut."""
+    path = str(video_dir["truncated_avi"])
+    with pytest.warns(UserWarning, match="skipping video: .*truncated.avi: damaged stream: frame 1"):
+        assert "frame 1" in VideoDataset([(path, 0)], num_frames=8, img_size=32, on_error="skip")[0]["error"]
+    with pytest.warns(UserWarning, match="damaged video, kept: .*truncated.avi: damaged stream"):
+        item = VideoDataset([(path, 0)], num_frames=8, img_size=32, on_error="warn")[0]
+    assert item["length"] in (7, 8) and "kept" in item["damaged"]
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip", "warn"])
+def test_damaged_stream_under_each_policy(codec_videos, train_items, on_error):
+    """``raise`` names the file and where; ``skip`` drops it with the reason; ``warn`` keeps its clean frames,
+    warns once, and the batch lists it with the reason."""
+    damaged = str(codec_videos["h264"][1])
+    items = [train_items[0], (damaged, 1), train_items[1]]
+    dataset = VideoDataset(items, num_frames=12, img_size=32, on_error=on_error)
+    if on_error == "raise":
+        with pytest.raises(DamagedVideoError, match=r"damaged_h264\.mp4: damaged stream: frame 16 \(0\.64 s\)"):
+            dataset[1]
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = collate_clips([dataset[i] for i in range(3)] + [dataset[1]])
+    assert len([w for w in caught if damaged in str(w.message)]) == 1  # once per file
+    if on_error == "skip":
+        assert batch["paths"] == [train_items[0][0], train_items[1][0]] and batch["damaged"] == []
+        assert batch["skipped"] == [(damaged, batch["skipped"][0][1])] * 2
+        assert batch["skipped"][0][1].startswith("damaged stream: frame 16 (0.64 s): ")
+        return
+    assert batch["paths"] == [train_items[0][0], damaged, train_items[1][0], damaged] and batch["skipped"] == []
+    (path, reason), _ = batch["damaged"]
+    assert path == damaged and reason.startswith("damaged stream: frame 16 (0.64 s): ") and "kept" in reason
+    # Uniform picks over 40 frames: those in 16-31 predict from the damaged keyframe and are dropped.
+    assert 0 < batch["lengths"][1] < 12
+
+
+def test_warn_skips_what_has_no_clean_frame_and_cuts_k_clips_alike(codec_videos, video_dir):
+    damaged = str(codec_videos["h264"][1])
+    items = [(damaged, 0), (str(video_dir["zero"]), 1)]
+    dataset = VideoDataset(items, num_frames=4, img_size=32, sampling="first", on_error="warn")
+    with pytest.warns(UserWarning, match="skipping video: .*zero.mp4"):
+        items = [dataset[0], dataset[1]]
+    assert "damaged" not in items[0] and items[0]["length"] == 4  # the first 4 frames: before the damage
+    assert "error" in items[1]
+    # K clips: each keeps its clean frames, all cut to the shortest clip's count.
+    multi = VideoDataset([(damaged, 0)], num_frames=6, img_size=32, on_error="warn", clips_per_video=3)
+    with pytest.warns(UserWarning, match="damaged video"):
+        item = multi[0]
+    assert item["frames"].shape[:2] == (3, item["length"]) and 0 < item["length"] < 6
+
+
+def test_damaged_video_error_reaches_the_main_process_from_a_worker(codec_videos):
+    dataset = VideoDataset([(str(codec_videos["mpeg4"][1]), 0)], num_frames=12, img_size=32)
+    loader = torch.utils.data.DataLoader(dataset, num_workers=1, collate_fn=collate_clips)
+    with pytest.raises(DamagedVideoError, match=r"damaged_mpeg4\.avi: damaged stream: frame"):
+        next(iter(loader))
 
 
 # ---------------------------------------------------------------- data module
@@ -324,12 +379,34 @@ def test_datamodule_skip_bad_videos_in_loader(synthetic_root, video_dir, tmp_pat
     dm.setup("test")
     with pytest.warns(UserWarning, match="skipping video"):
         batches = _batches(dm.test_dataloader())
-    assert [b["skipped"] for b in batches] == [[str(video_dir["zero"]), str(video_dir["text"])], []]
+    assert [[path for path, _ in b["skipped"]] for b in batches] == [
+        [str(video_dir["zero"]), str(video_dir["text"])],
+        [],
+    ]
+    assert all(b["damaged"] == [] for b in batches)
     assert sum(len(b["paths"]) for b in batches) == 4
     strict = VideoDataModule(**kwargs, **_small())
     strict.setup("test")
     with pytest.raises(VideoDecodeError, match="zero.mp4"):
         _batches(strict.test_dataloader())
+
+
+def test_datamodule_warn_drops_missing_and_undecodable_files_and_keeps_damaged_ones(
+    synthetic_root, video_dir, codec_videos, tmp_path
+):
+    damaged = str(codec_videos["mpeg4"][1])
+    rows = ["video_name,tag", f"{video_dir['missing']},fade_in", f"{video_dir['text']},fade_in", f"{damaged},fade_out"]
+    rows += [f"{path},{label}" for path, label in read_csv(synthetic_root / "test.csv")[:2]]
+    (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
+    kwargs = dict(train=str(synthetic_root / "train.csv"), test=str(tmp_path / "test.csv"))
+    dm = VideoDataModule(**kwargs, on_error="warn", **_small())
+    with pytest.warns(UserWarning, match="skipping 1 of 5"):
+        dm.setup("test")
+    with pytest.warns(UserWarning):
+        batches = _batches(dm.test_dataloader())
+    assert [path for b in batches for path, _ in b["skipped"]] == [str(video_dir["text"])]
+    assert [path for b in batches for path, _ in b["damaged"]] == [damaged]
+    assert sum(len(b["paths"]) for b in batches) == 3
 
 
 @pytest.mark.parametrize(

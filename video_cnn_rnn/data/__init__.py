@@ -4,11 +4,12 @@ from video_cnn_rnn.data.annotations import ManifestError, read_source, split_tra
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import VideoDecodeError, load_clip, load_clips
+from video_cnn_rnn.data.decoding import DamagedVideoError, VideoDecodeError, load_clip, load_clips
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 
 __all__ = [
+    "DamagedVideoError",
     "ManifestError",
     "VideoDataModule",
     "VideoDataset",

@@ -5,6 +5,11 @@ from typing import Any
 import torch
 
 
+def _reason(path: str, message: str) -> str:
+    """An error message without the path it starts with, on one line (a report lists ``path<TAB>reason``)."""
+    return " ".join(message.removeprefix(f"{path}: ").split())
+
+
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into a padded batch.
 
@@ -13,12 +18,14 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
 
     Returns ``frames`` uint8 ``[B, T, C, H, W]`` (``[B, K, T, C, H, W]`` for multi-clip items) with zero padding,
     ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
-    ``[B]`` (-1 when unlabelled), ``paths`` and ``skipped`` (paths of items that failed to decode and were
-    dropped under ``on_error="skip"``). Frames stay uint8 so only bytes cross to the device; normalisation
-    happens there.
+    ``[B]`` (-1 when unlabelled), ``paths``, ``skipped`` (``(path, reason)`` of items that failed to decode and
+    were dropped, ``on_error="skip"`` or ``"warn"``) and ``damaged`` (``(path, reason)`` of items kept with the
+    frames that decoded cleanly, ``on_error="warn"``). Frames stay uint8 so only bytes cross to the device;
+    normalisation happens there.
     """
-    skipped = [item["path"] for item in items if "error" in item]
+    skipped = [(item["path"], _reason(item["path"], item["error"])) for item in items if "error" in item]
     items = [item for item in items if "error" not in item]
+    damaged = [(item["path"], _reason(item["path"], item["damaged"])) for item in items if "damaged" in item]
     if not items:
         return {
             "frames": torch.zeros(0, 0, 3, 1, 1, dtype=torch.uint8),
@@ -27,6 +34,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
             "labels": torch.zeros(0, dtype=torch.long),
             "paths": [],
             "skipped": skipped,
+            "damaged": damaged,
         }
     lengths = torch.tensor([item["length"] for item in items], dtype=torch.long)
     max_length = int(lengths.max())
@@ -50,6 +58,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         "labels": labels,
         "paths": [item["path"] for item in items],
         "skipped": skipped,
+        "damaged": damaged,
     }
 
 

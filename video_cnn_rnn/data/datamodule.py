@@ -53,8 +53,11 @@ class VideoDataModule(L.LightningDataModule):
         pin_memory: page-locked host memory for faster, non-blocking host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         backend: video decoder: ``auto`` (PyAV's single pass, decord where seeking pays), ``decord``, or ``pyav``.
-        on_error: a video that is missing or fails to decode: ``raise`` (stop, naming the file) or ``skip``
-            (drop it with a warning and report it).
+        on_error: a video that is missing, fails to decode, or whose stream is damaged (the decoder concealed
+            errors or rejected packets): ``raise`` (stop, naming the file and, for damage, where), ``skip`` (drop
+            it with a warning; listed with the reason in ``skipped_videos.txt``) or ``warn`` (a damaged video
+            keeps the frames that decoded cleanly, with a warning, and is listed in ``damaged_videos.txt``; one
+            that is missing or has no clean frame is skipped).
         decode_timeout: seconds before one video's decode is abandoned as bad; ``0`` disables.
         seed: seed for the validation split and for random frame sampling.
         feature_cache: root folder of a frozen-backbone feature cache. When set, fit / validate / test serve
@@ -149,6 +152,10 @@ class VideoDataModule(L.LightningDataModule):
             splits["test"] = read_source(hp.test, hp.video_root)
         return splits
 
+    def _on_missing(self) -> str:
+        """A missing file has no frame to keep: ``warn`` drops it as ``skip`` does."""
+        return "raise" if self.hparams.on_error == "raise" else "skip"
+
     def _dataset_kwargs(self) -> dict[str, Any]:
         hp = self.hparams
         return dict(
@@ -169,7 +176,7 @@ class VideoDataModule(L.LightningDataModule):
         if stage == "predict":
             if not hp.predict:
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
-            items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], hp.on_error)["predict"]
+            items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], self._on_missing())["predict"]
             self.datasets["predict"] = VideoDataset(
                 [(path, None) for path, _ in items],
                 clips_per_video=hp.eval_clips,
@@ -188,7 +195,7 @@ class VideoDataModule(L.LightningDataModule):
         hp = self.hparams
         common = self._dataset_kwargs()
         datasets = {}
-        checked = check_manifest(self._split_items(stage), self.class_names or [], hp.on_error)
+        checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())
         for split, items in checked.items():
             augment = split == "train"
             if self.hparams.feature_cache:

@@ -8,10 +8,11 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, load_clip, load_clips
+from video_cnn_rnn.data.decoding import Backend, Damage, VideoDecodeError, describe_damage, load_clip, load_clips
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
-OnError = Literal["raise", "skip"]
+OnError = Literal["raise", "skip", "warn"]
+ON_ERROR: tuple[str, ...] = ("raise", "skip", "warn")
 
 
 class VideoDataset(Dataset):
@@ -26,9 +27,14 @@ class VideoDataset(Dataset):
     mirrors whole clips, every frame alike: at random with one clip per video, and every second clip with K clips
     (a feature cache then holds both orientations of every video).
 
-    A video that fails to decode raises a
-    ``VideoDecodeError`` naming it (``on_error="raise"``) or becomes ``{"path": ..., "error": ...}``, which the
-    collate function drops and reports (``on_error="skip"``).
+    ``on_error``: a video that fails to decode, or whose stream is damaged (the decoder concealed errors or
+    rejected packets, ``DamagedVideoError``):
+    - ``raise``: a ``VideoDecodeError`` naming the file and the reason (for damage, where it is);
+    - ``skip``: the item becomes ``{"path": ..., "error": ...}``, which the collate function drops and reports;
+    - ``warn``: a damaged video keeps the sampled frames that decoded cleanly (fewer) and its item carries
+      ``"damaged": reason``, which the collate function passes on for the report; a video left with no clean
+      frame, or that fails to decode at all, is skipped.
+    Each file is warned about once (per worker process).
 
     Nothing is opened in ``__init__``: each DataLoader worker opens its own readers, so nothing native is
     pickled or shared across a fork (decord deadlocks when readers exist before workers fork, dmlc/decord#294).
@@ -51,8 +57,8 @@ class VideoDataset(Dataset):
         random_flip: bool = False,
         mirrored_views: bool = False,
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         check_sampling(num_frames, sampling, stride, target_fps)
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
@@ -67,8 +73,8 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load(self, path: str, index: int) -> tuple[torch.Tensor, int]:
-        frames, length = self._decode(path, index)
+    def _load(self, path: str, index: int, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
+        frames, length = self._decode(path, index, damage)
         if self.augment and self.random_flip:
             if self.clips_per_video == 1:
                 # The global generator, like the frame sampler: seeded per (seed, epoch, video) when resuming.
@@ -81,7 +87,7 @@ class VideoDataset(Dataset):
             frames = torch.cat([clips, clips.flip(-1)])  # -> [2K, L, C, H, W]
         return frames, length
 
-    def _decode(self, path: str, index: int) -> tuple[torch.Tensor, int]:
+    def _decode(self, path: str, index: int, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
         if self.clips_per_video == 1:
             return load_clip(
                 path,
@@ -93,6 +99,7 @@ class VideoDataset(Dataset):
                 stride=self.stride,
                 target_fps=self.target_fps,
                 decode_timeout=self.decode_timeout,
+                damage=damage,
             )
         # K segment clips from one decode; augmentation draws K reproducible random samples per (seed, video, clip).
         rngs = [random.Random(f"{self.seed}:{index}:{k}") for k in range(self.clips_per_video)]
@@ -105,17 +112,26 @@ class VideoDataset(Dataset):
             backend=self.backend,
             decode_timeout=self.decode_timeout,
             rngs=rngs if self.augment else None,
+            damage=damage,
         )
+
+    def _warn_once(self, path: str, message: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(message, stacklevel=3)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.items[index]
+        damage: list[Damage] | None = [] if self.on_error == "warn" else None
         try:
-            frames, length = self._load(path, index)
+            frames, length = self._load(path, index, damage)
         except VideoDecodeError as error:
             if self.on_error == "raise":
                 raise
-            if path not in self._warned:
-                self._warned.add(path)
-                warnings.warn(f"skipping video: {error}", stacklevel=2)
+            self._warn_once(path, f"skipping video: {error}")
             return {"path": path, "error": str(error)}
-        return {"frames": frames, "length": length, "label": label, "path": path}
+        item = {"frames": frames, "length": length, "label": label, "path": path}
+        if damage:
+            item["damaged"] = f"{path}: {describe_damage(damage)}; kept {length} clean frames"
+            self._warn_once(path, f"damaged video, kept: {item['damaged']}")
+        return item

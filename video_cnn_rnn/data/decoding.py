@@ -12,6 +12,11 @@ Backends, by name (the readers themselves are ``readers.py``): ``pyav`` reads a 
 takes decord only where seeking saves most of the decoding (sparse frames of a short-GOP video), PyAV everywhere
 else (a prefix of the video, or frames spread over a long-GOP video where every frame must be decoded anyway), and
 PyAV alone where decord has no wheel.
+
+Damaged streams: FFmpeg conceals damage in the middle of a stream, so a damaged file decodes into frames patched
+from their neighbours. The PyAV readers report what they meet (``readers.Damage``: frame, time, what the decoder
+said), and ``decode_frames`` applies the one policy: a ``DamagedVideoError`` naming the file and where, or, when
+the caller passes a ``damage`` list, only the frames that decoded cleanly, with the damage appended to the list.
 """
 
 import random
@@ -24,7 +29,7 @@ import numpy as np
 import torch
 
 from video_cnn_rnn.data import readers
-from video_cnn_rnn.data.readers import IndexPicker
+from video_cnn_rnn.data.readers import Damage, Decoded, IndexPicker
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["auto", "decord", "pyav"]
@@ -35,7 +40,32 @@ class VideoDecodeError(RuntimeError):
     """A video could not be decoded; the message names the file and the reason."""
 
 
-def _decode(path: str, pick: IndexPicker, short_side: int | None, backend: Backend) -> np.ndarray:
+class DamagedVideoError(VideoDecodeError):
+    """The decoder met damage in the video's stream; the message names the file and where (``damage``).
+
+    One message argument, like its base class, so it pickles and crosses DataLoader workers as itself.
+    """
+
+    def __init__(self, message: str, damage: list[Damage] | None = None) -> None:
+        super().__init__(message)
+        self.damage: list[Damage] = list(damage or [])
+
+
+def describe_damage(damage: list[Damage], shown: int = 2) -> str:
+    """One line: ``damaged stream: frame 20 (0.80 s): <what was reported there>, ...; <next place> (+N more
+    places)``. Notes at the same time are one place, named by the first note there that names a frame."""
+    places: dict[float | None, list[Damage]] = {}
+    for note in sorted(damage, key=lambda note: (note.seconds is None, note.seconds or 0.0)):
+        places.setdefault(note.seconds, []).append(note)
+    parts = []
+    for notes in list(places.values())[:shown]:
+        where = next((note for note in notes if note.frame is not None), notes[0]).where
+        parts.append(f"{where}: " + ", ".join(dict.fromkeys(note.reason for note in notes)))
+    more = f" (+{len(places) - shown} more places)" if len(places) > shown else ""
+    return "damaged stream: " + "; ".join(parts) + more
+
+
+def _decode(path: str, pick: IndexPicker, short_side: int | None, backend: Backend) -> Decoded:
     """The planner: which reader decodes ``path``, and the fallback when its stream is shorter than its header."""
     probe = readers.probe_pyav(path, pick) if backend != "decord" else None
     seek = backend == "decord" or (
@@ -45,15 +75,18 @@ def _decode(path: str, pick: IndexPicker, short_side: int | None, backend: Backe
         and readers.random_access_pays(probe.index, probe.wanted, probe.pts_ordered)
     )
     frames = readers.read_decord(path, pick, short_side) if seek else None
-    if frames is None:
-        frames = readers.read_pyav(path, probe or readers.probe_pyav(path, pick), short_side)
-    if frames is None:
-        # The stream ended early or a packet is damaged (truncated file): re-sample over the frames that decode.
-        frames = readers.read_pyav_decodable(path, pick, short_side)
-    return frames
+    if frames is not None:
+        return Decoded.undamaged(frames)
+    probe = probe or readers.probe_pyav(path, pick)
+    decoded = readers.read_pyav(path, probe, short_side)
+    if len(decoded.positions) < len(probe.wanted) and not decoded.damage:
+        # The stream ended before its header's count (a file cut at a frame's end): re-sample over the frames
+        # that decode. (Frames that damage lost are just missing: the clean ones keep their places.)
+        decoded = readers.read_pyav_decodable(path, pick, short_side)
+    return decoded
 
 
-def _run_with_timeout(fn: Callable[[], np.ndarray], timeout_s: float | None, path: str) -> np.ndarray:
+def _run_with_timeout(fn: Callable[[], Decoded], timeout_s: float | None, path: str) -> Decoded:
     """Run ``fn`` in a daemon thread and give up after ``timeout_s``.
 
     decord can hang forever on some files (dmlc/decord#373). A hung native call cannot be interrupted, so
@@ -104,31 +137,59 @@ def _replayable(rng: random.Random | None) -> Callable[[], random.Random]:
     return lambda: random.Random(seed)
 
 
-def decode_frames(
+def _decode_checked(
     path: str | Path,
     pick: IndexPicker,
-    short_side: int | None = None,
-    backend: Backend = "auto",
-    decode_timeout: float | None = 60.0,
-) -> np.ndarray:
-    """Decode the frames ``pick`` chooses, as RGB uint8 [L, H, W, 3], scaled so the shorter side is
-    ``short_side``. Raises ``VideoDecodeError`` naming the file for anything that goes wrong."""
+    short_side: int | None,
+    backend: Backend,
+    decode_timeout: float | None,
+    damage: list[Damage] | None,
+) -> tuple[np.ndarray, list[int]]:
+    """``decode_frames`` with, for each frame, its position among the frames ``pick`` chose last."""
     path = str(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
     if not Path(path).is_file():
         raise VideoDecodeError(f"{path}: no such file")
     try:
-        frames = _run_with_timeout(lambda: _decode(path, pick, short_side, backend), decode_timeout, path)
+        decoded = _run_with_timeout(lambda: _decode(path, pick, short_side, backend), decode_timeout, path)
     except VideoDecodeError:
         raise
     except ImportError:
         raise
     except Exception as error:
         raise VideoDecodeError(f"{path}: cannot decode ({type(error).__name__}: {error})") from error
-    if len(frames) == 0:
-        raise VideoDecodeError(f"{path}: no decodable video frames")
-    return frames
+    if not decoded.damage:
+        if len(decoded.positions) == 0:
+            raise VideoDecodeError(f"{path}: no decodable video frames")
+        return decoded.frames, decoded.positions
+    # The policy for damaged streams, in one place: raise, or keep the clean frames and tell the caller.
+    kept = [row for row, clean in enumerate(decoded.clean) if clean]
+    if damage is None:
+        raise DamagedVideoError(f"{path}: {describe_damage(decoded.damage)}", decoded.damage)
+    if not kept:
+        message = f"{path}: {describe_damage(decoded.damage)}; no frame decoded cleanly"
+        raise DamagedVideoError(message, decoded.damage)
+    damage.extend(decoded.damage)
+    return decoded.frames[kept], [decoded.positions[row] for row in kept]
+
+
+def decode_frames(
+    path: str | Path,
+    pick: IndexPicker,
+    short_side: int | None = None,
+    backend: Backend = "auto",
+    decode_timeout: float | None = 60.0,
+    damage: list[Damage] | None = None,
+) -> np.ndarray:
+    """Decode the frames ``pick`` chooses, as RGB uint8 [L, H, W, 3], scaled so the shorter side is
+    ``short_side``. Raises ``VideoDecodeError`` naming the file for anything that goes wrong.
+
+    A damaged stream (the decoder concealed errors or rejected packets) raises ``DamagedVideoError`` naming the
+    file and where, unless ``damage`` is a list: then only the frames that decoded cleanly are returned (fewer
+    than picked) and the damage is appended to the list; still an error when no frame is clean.
+    """
+    return _decode_checked(path, pick, short_side, backend, decode_timeout, damage)[0]
 
 
 def load_clip(
@@ -143,11 +204,15 @@ def load_clip(
     decode_timeout: float | None = 60.0,
     rng: random.Random | None = None,
     segment_offset: float | None = None,
+    damage: list[Damage] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Load one clip: ``num_frames`` sampled frames, centre-square-cropped and resized to ``img_size``.
 
     Returns ``(frames, length)``: frames uint8 ``[L, 3, img_size, img_size]`` holding the ``L <= num_frames``
     real frames (fewer when the video is shorter), and ``L``.
+
+    A damaged stream raises ``DamagedVideoError`` naming the file and where the damage is. With a ``damage`` list,
+    the clip keeps the sampled frames that decoded cleanly instead (fewer), and the damage is appended to the list.
     """
     check_sampling(num_frames, sampling, stride, target_fps)
     draws = _replayable(rng)
@@ -165,7 +230,7 @@ def load_clip(
             offset=segment_offset,
         )
 
-    frames = decode_frames(path, pick, short_side=img_size, backend=backend, decode_timeout=decode_timeout)
+    frames = decode_frames(path, pick, img_size, backend, decode_timeout, damage)
     clip = _to_clip(frames, img_size)
     return clip, clip.shape[0]
 
@@ -179,12 +244,16 @@ def load_clips(
     backend: Backend = "auto",
     decode_timeout: float | None = 60.0,
     rngs: list[random.Random] | None = None,
+    damage: list[Damage] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """K ``segment`` clips of one video from a single decode (frames shared between clips are decoded once).
 
     Training draws a random frame per segment for each clip (``rngs[k]`` for clip k); evaluation takes the
     evenly offset positions (k + 0.5) / K of every segment, as multi-clip testing does.
     Returns ``(frames, length)``: uint8 ``[K, L, 3, img_size, img_size]`` and ``L``.
+
+    ``damage`` as for ``load_clip``; each clip keeps its clean frames, cut to the shortest clip's count so the K
+    clips stay one tensor.
     """
     check_sampling(num_frames, "segment")
     per_clip: list[list[int]] = []
@@ -203,12 +272,15 @@ def load_clips(
         ]
         return sorted({index for indices in per_clip for index in indices})
 
-    frames = _to_clip(
-        decode_frames(path, pick, short_side=img_size, backend=backend, decode_timeout=decode_timeout), img_size
-    )
+    frames, positions = _decode_checked(path, pick, img_size, backend, decode_timeout, damage)
+    frames = _to_clip(frames, img_size)
     union = sorted({index for indices in per_clip for index in indices})
-    if len(frames) != len(union):
+    if damage is None and len(frames) != len(union):
         raise VideoDecodeError(f"{path}: decoded {len(frames)} of the {len(union)} frames requested")
-    row = {index: position for position, index in enumerate(union)}
-    clips = torch.stack([frames[[row[index] for index in indices]] for indices in per_clip])  # [K, L, C, H, W]
+    row = {union[position]: j for j, position in enumerate(positions)}
+    kept = [[row[index] for index in indices if index in row] for indices in per_clip]
+    length = min(len(rows) for rows in kept)
+    if length == 0:  # only with a damage list: without one, missing frames raised above
+        raise DamagedVideoError(f"{path}: {describe_damage(damage)}; a clip has no clean frame", damage)
+    clips = torch.stack([frames[rows[:length]] for rows in kept])  # [K, L, C, H, W]
     return clips, clips.shape[1]

@@ -1,22 +1,38 @@
 """Video readers: the only module that imports decord or PyAV. ``decoding.py`` chooses between them.
 
 Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a short
-side to scale to, and returns RGB uint8 ``[L, H, W, 3]``, or ``None`` when the stream holds fewer frames than its
-header promised (a truncated or damaged file), for the planner to fall back to ``read_pyav_decodable``.
+side to scale to. decord returns RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to
+read it); the PyAV readers return a ``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
+met on the way. Fewer frames than wanted (the stream ended before its header's count, or damage lost some) send
+the planner to ``read_pyav_decodable``.
 
 - ``read_pyav``: one sequential pass that stops at the last wanted frame; outside AVI, and for the decoders in
   ``_PER_PACKET_SKIP_CODECS``, the decoder drops unwanted non-reference frames. Its ``PyAVProbe`` (header count,
   packet index, whether pts give display order) is read first, by demuxing alone, so the planner can weigh it.
 - ``read_decord``: seeks to the keyframe before each wanted frame (its scaler gives slightly different pixels).
-- ``read_pyav_decodable``: for damaged files: counts the frames that decode, picks among them, decodes again.
+  It cannot see damage the decoder conceals; a file it fails on goes to PyAV.
+- ``read_pyav_decodable``: for truncated and damaged files: counts the frames that decode, picks among them,
+  decodes again.
+
+Damage (``_DamageWatch``): FFmpeg conceals errors rather than failing, so a damaged stream decodes into frames
+patched from their neighbours. PyAV's passes watch every frame and packet they read: ``frame.is_corrupt`` (the
+decoder concealed errors in it: H.264, MPEG-4 Part 2), a packet the decoder rejects (``FFmpegError``: AV1, H.264
+slices it cannot parse), packets the demuxer flags corrupt (a cut AVI chunk), and errors the demuxer logs
+(``_ffmpeg_errors``: a damaged Matroska block, after which it loses frames without any other sign), errors the
+decoder logs (a damaged H.264 slice header while it skips non-reference frames), and an AVI stream holding fewer
+packets than its header promises frames (cut short at a frame's end, or chunks lost; seen where the packet index
+is read, so not for ``first`` sampling).
 """
 
 import bisect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import av
+import av.logging
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 # Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
@@ -27,8 +43,155 @@ _DECORD_RELATIVE_COST = 8.0
 # Decoders that read ``skip_frame`` anew for every packet. Others (libdav1d for AV1) fix it at the first packet,
 # so switching it per packet would drop wanted frames.
 _PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
+# H.264 without CABAC (the Baseline profiles: video calls, webcams, x264's ultrafast preset) decodes damage into
+# plausible macroblocks; "aggressive" error recognition also checks that a slice's data ends where its last
+# macroblock does, and sees it. Not for CABAC streams, where it finds nothing more and costs ~4% of the decode,
+# nor for MPEG-4 Part 2, where it flags every B-frame of UCF101's clean XviD files.
+_CAVLC_ONLY_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Extended"})
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One place where a decode met damage: the frame (its index in the video in display order; in the decoder's
+    output order where timestamps cannot tell, as in AVI; None where no frame came out), its time, and what the
+    decoder reported."""
+
+    frame: int | None
+    seconds: float | None
+    reason: str
+
+    @property
+    def where(self) -> str:
+        """``frame 20 (0.80 s)``, or as much of it as is known."""
+        if self.frame is not None and self.seconds is not None:
+            return f"frame {self.frame} ({self.seconds:.2f} s)"
+        if self.frame is not None or self.seconds is not None:
+            return f"frame {self.frame}" if self.frame is not None else f"{self.seconds:.2f} s"
+        return "unknown position"
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+def _no_frames() -> np.ndarray:
+    return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+@dataclass
+class Decoded:
+    """What a PyAV reader decoded: the wanted frames that came out, which of them are clean, the damage met.
+
+    ``frames[j]`` (RGB uint8 ``[L, H, W, 3]``) is the frame at ``wanted[positions[j]]``; a wanted frame that never
+    came out has no row. ``clean[j]`` is False for a frame the decoder concealed errors in, and for every frame
+    decoded after damage up to the next intra frame, since those predict from the damaged picture. ``damage`` is
+    empty for a clean decode.
+    """
+
+    frames: np.ndarray = field(default_factory=_no_frames)
+    positions: list[int] = field(default_factory=list)
+    clean: list[bool] = field(default_factory=list)
+    damage: list[Damage] = field(default_factory=list)
+
+    @classmethod
+    def undamaged(cls, frames: np.ndarray) -> "Decoded":
+        return cls(frames, list(range(len(frames))), [True] * len(frames), [])
+
+
+@contextmanager
+def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+    """FFmpeg's error messages (level, source, text) logged in this thread while the block runs.
+
+    PyAV drops FFmpeg's log unless a level is set, and by default drops a message identical to the previous one
+    logged by any thread (two damaged files in a row would hide the second's): both are set here, for the
+    process. Errors logged outside such a block go to Python's ``libav`` loggers.
+    """
+    if av.logging.get_level() is None:
+        av.logging.set_level(av.logging.ERROR)
+    if av.logging.get_skip_repeated():
+        av.logging.set_skip_repeated(False)
+    with av.logging.Capture() as logs:
+        yield logs
+
+
+class _DamageWatch:
+    """Follows one pass over a file and notes the damage it meets (see the module's docstring for the signals).
+
+    ``locate`` maps a timestamp to the frame's index in the video (None where timestamps cannot tell); ``log``
+    is the pass's ``_ffmpeg_errors()``: an error logged while the demuxer reads a packet (damage to the container,
+    or, for H.264, to a slice header its parser reads) is noted at that packet; one the decoder logs, at the
+    packet it decodes. The decoder's log is needed where it drops a damaged packet without an error: while it
+    skips non-reference frames (``skip_frame=NONREF``), a reference frame whose slice header is damaged just
+    vanishes, and the frames after it predict from a stand-in.
+    """
+
+    def __init__(self, stream, locate: Callable[[int | None], int | None], log: list, counting: bool = False) -> None:
+        self.damage: list[Damage] = []
+        self._time_base, self._locate = stream.time_base, locate
+        self._decoder, self._log, self._read = stream.codec_context.name, log, 0
+        self._tainted = False  # damage met since the last clean intra frame
+        # Where frames are told apart by their place in the decoder's output, a packet the decoder rejected may
+        # have lost a frame and moved every later one by a place: none of them is kept.
+        self._counting, self._lost = counting, False
+        self._last_pts: int | None = None  # of the last packet demuxed
+
+    def _note(self, pts: int | None, reason: str, frame: int | None = None) -> None:
+        """``frame``: the frame's index where timestamps cannot tell."""
+        seconds = float(pts * self._time_base) if pts is not None and self._time_base else None
+        self.damage.append(Damage(self._locate(pts) if frame is None else frame, seconds, reason))
+        self._tainted = True
+
+    def read_log(self) -> None:
+        """Note the errors logged since the last call, at the last packet demuxed."""
+        for level, source, message in self._log[self._read :]:
+            if level <= av.logging.ERROR:
+                part = "decoder" if source == self._decoder else "container"
+                self._note(self._last_pts, f"the {part} ({source or 'FFmpeg'}) reported: {' '.join(message.split())}")
+        self._read = len(self._log)
+
+    def finish(self) -> list[Damage]:
+        self.read_log()
+        return self.damage
+
+    def packet(self, packet) -> None:
+        """Before decoding ``packet``; call ``read_log`` after."""
+        if packet.pts is not None:  # the flush packet at the end has none
+            self._last_pts = packet.pts
+        self.read_log()  # logged while the demuxer read this packet
+        if packet.is_corrupt:
+            self._note(packet.pts, "the demuxer flagged the packet corrupt (damaged or cut short)")
+
+    def rejected(self, packet, error: Exception) -> None:
+        self._note(packet.pts, f"the decoder rejected a packet ({_strerror(error)})")
+        self._lost = self._counting
+
+    def short(self, container, stream, found: int) -> None:
+        """``found`` packets where an AVI header promises more: the file was cut short, or lost chunks to damage.
+        (Only AVI's count is one to trust: other containers' count frames an edit list hides, or are absent; and
+        only packets, not decoded frames: packed B-frames leave a frame or two fewer in clean files.)"""
+        if "avi" in container.format.name and 0 < found < stream.frames:
+            reason = f"the stream ends after {found} of the {stream.frames} frames its header promises (cut or lost)"
+            self._note(self._last_pts, reason)
+
+    def missing(self, pts: int, count: int) -> None:
+        self._note(pts, f"no picture came out of its packet ({count} wanted frame(s) missing)")
+
+    def unreadable(self, error: Exception) -> None:
+        self._note(self._last_pts, f"the container cannot be read further ({_strerror(error)})")
+
+    def frame(self, frame, position: int | None = None) -> bool:
+        """Whether ``frame`` decoded cleanly; ``position``: its index where timestamps cannot tell."""
+        if frame.is_corrupt:
+            self._note(frame.pts, "the decoder concealed errors in this frame", position)
+            return False
+        if frame.pict_type == PictureType.I:
+            self._tainted = False  # nothing after a clean intra frame predicts from before it
+        return not self._tainted and not self._lost
+
+
+def _strerror(error: Exception) -> str:
+    return getattr(error, "strerror", None) or type(error).__name__
 
 
 def require_decord():
@@ -69,12 +232,14 @@ def read_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.ndar
         width, height = _scaled_size(*_probe_size(path), short_side)
     # One thread per reader: parallelism comes from DataLoader workers, and decord's own thread pool
     # oversubscribes the cores when several workers decode at once.
-    reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
-    indices = pick(len(reader), reader.get_avg_fps())
     try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
+        indices = pick(len(reader), reader.get_avg_fps())
         return reader.get_batch(indices).asnumpy()  # [L, H, W, 3] RGB
     except decord.DECORDError:
-        return None  # a truncated file whose header promises more frames than the stream holds
+        # A truncated file whose header promises more frames than the stream holds, or a damaged one: PyAV
+        # decodes what decodes and reports the damage.
+        return None
 
 
 class _RGBConverter:
@@ -101,21 +266,23 @@ def _single_threaded_video(container):
     DataLoader workers, and a decoder thread pool per worker oversubscribes the cores."""
     stream = container.streams.video[0]
     stream.codec_context.thread_count = 1
+    if stream.codec_context.name == "h264" and stream.codec_context.profile in _CAVLC_ONLY_PROFILES:
+        stream.codec_context.options = {"err_detect": "aggressive"}
     return stream
 
 
-def _packet_index(container, stream) -> list[tuple[int | None, bool]]:
+def _packet_index(container, stream, watch: "_DamageWatch") -> list[tuple[int | None, bool]]:
     """(pts, is keyframe) of every shown video packet in decode order, read by demuxing alone (no decoding).
-    Frame i of the video is the packet with the i-th smallest pts.
+    Frame i of the video is the packet with the i-th smallest pts. ``watch`` notes what the demuxer reports.
 
     Packets an MP4 edit list hides (a file cut without re-encoding) are decoded as references but never shown,
     so they are not frames of the video.
     """
-    index = [
-        (packet.pts, packet.is_keyframe)
-        for packet in container.demux(stream)
-        if packet.size > 0 and not packet.is_discard
-    ]
+    index = []
+    for packet in container.demux(stream):
+        watch.packet(packet)
+        if packet.size > 0 and not packet.is_discard:
+            index.append((packet.pts, packet.is_keyframe))
     return index
 
 
@@ -135,12 +302,14 @@ class PyAVProbe:
     """What PyAV learns of a file before decoding: the frames wanted, and how to find them in one pass.
 
     ``index`` is empty for a prefix (``first`` sampling), where the header's frame count will do and the index
-    pass is saved: the decoder's first outputs are the frames wanted and nothing can be skipped.
+    pass is saved: the decoder's first outputs are the frames wanted and nothing can be skipped. ``damage``: what
+    the demuxer reported while reading the index (damage to the container, which may hide frames).
     """
 
     wanted: list[int]
     index: list[tuple[int | None, bool]]
     pts_ordered: bool
+    damage: list[Damage] = field(default_factory=list)
 
     @property
     def is_prefix(self) -> bool:
@@ -149,15 +318,18 @@ class PyAVProbe:
 
 def probe_pyav(path: str, pick: IndexPicker) -> PyAVProbe:
     """Pick the frames (over the packets present, which a truncated file's header overstates) by demuxing alone."""
-    with av.open(path) as container:
+    with _ffmpeg_errors() as log, av.open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         wanted = pick(stream.frames, fps) if stream.frames > 0 else []
         if wanted and wanted == list(range(len(wanted))):
             return PyAVProbe(wanted, [], False)
-        index = _packet_index(container, stream)
+        watch = _DamageWatch(stream, lambda pts: None, log)
+        index = _packet_index(container, stream, watch)
+        watch.short(container, stream, len(index))
         wanted = pick(len(index), fps) if index else []
-        return PyAVProbe(wanted, index, bool(index) and _pts_give_display_order(container, index))
+        pts_ordered = bool(index) and _pts_give_display_order(container, index)
+        return PyAVProbe(wanted, index, pts_ordered, watch.finish())
 
 
 def random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> bool:
@@ -181,82 +353,133 @@ def random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int], 
     return _DECORD_RELATIVE_COST * decoded < positions[-1] + 1
 
 
-def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBConverter) -> list[np.ndarray]:
+def _display_index(display_pts: list[int], pts: int | None) -> int | None:
+    position = bisect.bisect_left(display_pts, pts) if pts is not None else len(display_pts)
+    return position if position < len(display_pts) and display_pts[position] == pts else None
+
+
+def _decoded(rows: dict[int, tuple[np.ndarray, bool]], keys: list, watch: _DamageWatch) -> Decoded:
+    """``Decoded`` of the wanted ``keys`` (pts or output positions, one per wanted frame) found in ``rows``."""
+    positions = [j for j, key in enumerate(keys) if key in rows]
+    if not positions:
+        return Decoded(damage=watch.finish())
+    frames = np.stack([rows[keys[j]][0] for j in positions])
+    return Decoded(frames, positions, [rows[keys[j]][1] for j in positions], watch.finish())
+
+
+def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBConverter, log: list) -> Decoded:
     """Decode the frames at display positions ``wanted`` in one sequential pass that stops after the last.
 
     With decoders that read ``skip_frame`` per packet (``_PER_PACKET_SKIP_CODECS``), packets of frames nobody
     wants are sent with ``skip_frame=NONREF``: the decoder drops them when no other frame references them (most
     B-frames), so such frames cost a demux and nothing else. Frames are matched by pts, which stays right when
-    frames are reordered or skipped.
+    frames are reordered or skipped. A packet the decoder rejects is noted and the pass goes on.
     """
     display_pts = sorted(pts for pts, _ in index)
     wanted_pts = [display_pts[i] for i in wanted]
     missing = set(wanted_pts)
-    found: dict[int, np.ndarray] = {}
+    found: dict[int, tuple[np.ndarray, bool]] = {}
+    watch = _DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
     codec, skip = stream.codec_context, "DEFAULT"
     can_skip = codec.name in _PER_PACKET_SKIP_CODECS
     try:
         for packet in container.demux(stream):
+            watch.packet(packet)
             wanted_here = "DEFAULT" if packet.pts in missing else "NONREF"
             if can_skip and packet.size > 0 and wanted_here != skip:
                 codec.skip_frame = skip = wanted_here
-            for frame in codec.decode(packet):
+            try:
+                frames = codec.decode(packet)
+            except av.error.FFmpegError as error:
+                watch.rejected(packet, error)
+                continue
+            finally:
+                watch.read_log()
+            for frame in frames:
+                clean = watch.frame(frame)  # every frame: a damaged reference taints the wanted frames after it
                 if frame.pts in missing:
-                    found[frame.pts] = to_rgb(frame)
+                    found[frame.pts] = (to_rgb(frame), clean)
                     missing.discard(frame.pts)
             if not missing:
                 break
-    except av.error.FFmpegError:
-        pass  # a damaged packet: the caller falls back to decoding what decodes
-    return [found[pts] for pts in wanted_pts if pts in found]
+    except av.error.FFmpegError as error:
+        watch.unreadable(error)
+    if missing and not watch.damage:
+        # Every packet was read, yet some gave no picture, with no other sign: the decoder dropped them.
+        watch.missing(min(missing), len(missing))
+    return _decoded(found, wanted_pts, watch)
 
 
-def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter) -> list[np.ndarray]:
-    """Decode to the last wanted frame, telling frames apart by their place in the decoder's output."""
-    wanted_set, last = set(wanted), max(wanted)
-    frames: list[np.ndarray] = []
+def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter | None, log: list) -> Decoded:
+    """Decode to the last wanted frame, telling frames apart by their place in the decoder's output.
+
+    ``to_rgb=None`` decodes the whole stream and keeps no frame: ``positions`` then counts the frames that came out.
+    """
+    wanted_set, last = set(wanted), max(wanted, default=None)
+    rows: dict[int, tuple[np.ndarray, bool]] = {}
+    watch = _DamageWatch(stream, lambda pts: None, log, counting=True)
+    codec, count = stream.codec_context, 0
     try:
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted_set:  # convert and scale only the frames that are kept
-                frames.append(to_rgb(frame))
-            if index >= last:
+        for packet in container.demux(stream):
+            watch.packet(packet)
+            try:
+                frames = codec.decode(packet)
+            except av.error.FFmpegError as error:
+                watch.rejected(packet, error)
+                continue
+            finally:
+                watch.read_log()
+            for frame in frames:
+                clean = watch.frame(frame, count)
+                if count in wanted_set:  # convert and scale only the frames that are kept
+                    rows[count] = (to_rgb(frame), clean)
+                count += 1
+            if last is not None and count > last:
                 break
-    except av.error.FFmpegError:
-        pass  # a damaged tail: the caller falls back to decoding what decodes
-    return frames
+    except av.error.FFmpegError as error:
+        watch.unreadable(error)
+    if to_rgb is None:
+        return Decoded(positions=list(range(count)), damage=watch.finish())
+    return _decoded(rows, wanted, watch)
 
 
-def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> np.ndarray | None:
-    """Decode ``probe.wanted`` in one sequential pass; ``None`` when fewer decode (the stream ended early or a
-    packet is damaged)."""
+def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> Decoded:
+    """Decode ``probe.wanted`` in one sequential pass (fewer frames where the stream ended before its header's
+    count, or damage lost them)."""
     if not probe.wanted:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        return Decoded()
     to_rgb = _RGBConverter(short_side)
-    with av.open(path) as container:
+    with _ffmpeg_errors() as log, av.open(path) as container:
         stream = _single_threaded_video(container)
         if probe.pts_ordered and not probe.is_prefix:
-            frames = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb)
+            decoded = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb, log)
         else:
-            frames = _decode_counting(container, stream, probe.wanted, to_rgb)
-    return np.stack(frames) if len(frames) == len(probe.wanted) else None
+            decoded = _decode_counting(container, stream, probe.wanted, to_rgb, log)
+    decoded.damage = unique(probe.damage + decoded.damage)
+    return decoded
 
 
-def read_pyav_decodable(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray:
-    """Only for damaged files: count the frames that decode, pick among them, then decode again keeping only the
-    picked ones, so memory stays flat however long the file is."""
-    with av.open(path) as container:
+def read_pyav_decodable(path: str, pick: IndexPicker, short_side: int | None) -> Decoded:
+    """For damaged and truncated files: count the frames that decode, pick among them, then decode again keeping
+    only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
+    with _ffmpeg_errors() as log, av.open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
-        count = 0
-        try:
-            for _ in container.decode(stream):
-                count += 1
-        except av.error.FFmpegError:
-            pass
-    if count == 0:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    with av.open(path) as container:
-        frames = _decode_counting(
-            container, _single_threaded_video(container), pick(count, fps), _RGBConverter(short_side)
-        )
-    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+        counted = _decode_counting(container, stream, [], None, log)
+    if not counted.positions:
+        return counted
+    with _ffmpeg_errors() as log, av.open(path) as container:
+        stream = _single_threaded_video(container)
+        decoded = _decode_counting(container, stream, pick(len(counted.positions), fps), _RGBConverter(short_side), log)
+    decoded.damage = unique(counted.damage + decoded.damage)
+    return decoded
+
+
+def unique(damage: list[Damage]) -> list[Damage]:
+    """The same damage met by two passes over the file, once: the note that names the frame, if one does."""
+    kept: dict[tuple[float | None, str], Damage] = {}
+    for note in damage:
+        key = (note.seconds, note.reason)
+        if key not in kept or (kept[key].frame is None and note.frame is not None):
+            kept[key] = note
+    return list(kept.values())
