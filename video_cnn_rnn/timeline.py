@@ -145,12 +145,13 @@ def run_timeline(
     """The CLI's timeline mode: every video's windows through ``model`` (a ``VideoClassifier``), then the files.
 
     A video that fails mid-way keeps the windows read before the failure; then ``on_error="raise"`` writes the
-    files and re-raises, and any other policy warns, lists the video in ``skipped_videos.txt`` and goes on.
+    files and re-raises; ``skip`` / ``warn`` warn, list the video with the reason in ``skipped_videos.txt`` /
+    ``damaged_videos.txt`` and go on.
     ``context`` wraps the forward passes (the Trainer's precision, e.g. bf16 autocast).
     """
     hp = model.hparams
     rows: list[dict[str, Any]] = []
-    failed: list[str] = []
+    failed: list[tuple[str, str]] = []
     model.eval()
     try:
         for video in videos:
@@ -165,11 +166,13 @@ def run_timeline(
                     if on_error == "raise":
                         raise
                     warnings.warn(f"timeline of {video} cut short: {error}", stacklevel=2)
-                    failed.append(video)
+                    failed.append((video, str(error)))
     finally:
         paths = write_timeline(rows, model.class_names, folder, top_k)
         if failed:
-            paths["skipped"] = Path(folder) / "skipped_videos.txt"
-            paths["skipped"].write_text("\n".join(failed) + "\n")
+            # Its windows so far are kept either way; the report file says how the policy calls the video.
+            name = "damaged" if on_error == "warn" else "skipped"
+            paths[name] = Path(folder) / f"{name}_videos.txt"
+            paths[name].write_text("".join(f"{video}\t{reason}\n" for video, reason in failed))
     print(f"timeline of {len(videos)} video(s), {len(rows)} windows: {', '.join(str(p) for p in paths.values())}")
     return paths
