@@ -63,3 +63,16 @@ def test_explicit_precision_wins(synthetic_root, tmp_path, monkeypatch, caplog) 
         cli = run_cli([*_args(synthetic_root, tmp_path), "--trainer.precision", "32-true"], run=False)
     assert cli.trainer.precision == "32-true"
     assert not [record for record in caplog.records if record.getMessage().startswith("precision ")]
+
+
+def test_cuda_gets_tf32_matmuls_only_on_ampere_and_later_and_only_when_unset(monkeypatch) -> None:
+    chosen: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", chosen.append)
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (7, 5))  # T4: no TF32
+    assert hardware.configure_cuda() == [] and chosen == []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (8, 0))  # A100
+    assert hardware.configure_cuda() and chosen == ["high"]
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "medium")  # the user chose already
+    assert hardware.configure_cuda() == [] and chosen == ["high"]
