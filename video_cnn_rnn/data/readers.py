@@ -1,4 +1,4 @@
-"""Video readers: the only module that imports decord or PyAV. ``decoding.py`` chooses between them.
+"""Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
 
 Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a short
 side to scale to. decord returns RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to
