@@ -131,8 +131,8 @@ def main() -> None:
     recipes = {name: shlex.split(args) for name, args in options.recipe}
     if options.top:
         earlier = json.loads(Path(options.top[0]).read_text())
-        means = {name: statistics.fmean(earlier[s][name] for s in earlier if name in earlier[s]) for name in recipes}
-        recipes = {name: recipes[name] for name in sorted(means, key=means.get, reverse=True)[: int(options.top[1])]}
+        earlier_means = {name: statistics.fmean(earlier[s][name] for s in earlier if name in earlier[s]) for name in recipes}
+        recipes = {name: recipes[name] for name in sorted(earlier_means, key=earlier_means.get, reverse=True)[: int(options.top[1])]}
         print(f"best of {options.top[0]}: {', '.join(recipes)}", flush=True)
     if not options.no_probe:
         base = shlex.split(options.probe_base) if options.probe_base is not None else next(iter(recipes.values()))
