@@ -68,7 +68,11 @@ def test_getting_started_trains_on_a_folder_of_videos(tmp_path: Path) -> None:
         args = shlex.split(command)
         assert args[0] == "video-cnn-rnn"
         result = subprocess.run(
-            [sys.executable, "-m", "video_cnn_rnn", *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "video_cnn_rnn", *args[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         outputs.append(result.stdout)
