@@ -25,7 +25,7 @@ else:  # the dev extra installs tomli on Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "video_cnn_rnn"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-DEV_ONLY = {"dev"}  # extras for working on the package, not features of it
+DEV_ONLY = {"dev", "docs"}  # extras for working on the package, not features of it
 
 
 def normalize(name: str) -> str:
