@@ -64,7 +64,9 @@ class VideoClassifier(L.LightningModule):
 
     Args:
         backbone: timm model name.
-        pretrained: False, True (timm weights, needs network or cache) or a local weights file path.
+        pretrained: False, True (ImageNet weights: for efficientnet_lite0/1/2 the file their package ships, read
+            offline (the ``offline-weights`` extra); for other backbones timm's, which need network or cache) or a
+            local weights file path.
         freeze: "frozen" (feature extractor), "finetune" (all trains) or "last_n".
         trainable_blocks: number of trailing backbone blocks that train with ``freeze="last_n"``.
         backbone_lr: learning rate of trainable backbone params; None = the optimizer's lr.

@@ -159,7 +159,9 @@ class VideoNetwork(nn.Module):
         mask's values (the export traces this too); pooling is tiny next to the backbone."""
         expected = 3 if self.spatial is None else 5
         if features.dim() != expected:
-            want, other = ("vectors [B, T, D]", "attention") if self.spatial is None else ("maps [B, T, D, h, w]", "avg")
+            want, other = (
+                ("vectors [B, T, D]", "attention") if self.spatial is None else ("maps [B, T, D, h, w]", "avg")
+            )
             raise ValueError(
                 f"spatial_pool='{self.spatial_pool}' needs per-frame feature {want}, got shape "
                 f"{tuple(features.shape)}: features extracted by a model with spatial_pool='{other}'? Extract them "
