@@ -236,6 +236,7 @@ def test_checkpoint_and_model_folder_round_trip(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------- feature cache
 
 
+@pytest.mark.slow
 def test_the_cache_stores_maps_and_the_head_trains_from_them(synthetic_root: Path, tmp_path: Path) -> None:
     def data(cache: str | None) -> VideoDataModule:
         return VideoDataModule(
