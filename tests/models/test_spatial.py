@@ -175,11 +175,18 @@ def test_gradient_reaches_the_attention_and_trains_with_the_head() -> None:
     assert {id(p) for p in spatial.parameters()} <= {id(p) for p in head_group}
 
 
+def test_a_trainable_backbone_learns_through_its_feature_map() -> None:
+    model = make_model(freeze="last_n", trainable_blocks=1).train()
+    loss(model, make_batch([STEPS, 2])).backward()
+    conv_head = model.network.backbone.conv_head.weight  # after the last stage, before timm's global pool
+    assert conv_head.requires_grad and conv_head.grad.abs().sum() > 0
+
+
 def test_zero_start_gets_a_gradient_too() -> None:
     """The attention starts at zero (uniform maps); the gradient still moves it off."""
     torch.manual_seed(0)
-    model = VideoClassifier(backbone="test_efficientnet", num_classes=3, num_frames=STEPS, img_size=IMG,
-                            spatial_pool="attention")  # fmt: skip
+    settings = {"backbone": "test_efficientnet", "num_classes": 3, "num_frames": STEPS, "img_size": IMG}
+    model = VideoClassifier(**settings, spatial_pool="attention")
     loss(model, make_batch([STEPS, 3])).backward()
     assert model.network.spatial.attention.weight.grad.abs().sum() > 0
 
