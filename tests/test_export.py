@@ -78,6 +78,27 @@ def test_exported_file_gives_the_eager_logits(head: str, fmt: str, tmp_path: Pat
     assert (alone - eager[2:]).abs().max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_spatial_attention_exports_with_the_eager_logits(fmt: str, tmp_path: Path) -> None:
+    """spatial_pool="attention" on a 2 x 2 feature map (64 px): the export pools every frame, padding included."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra")
+    size = 64
+    model = make_model(head="gru", spatial_pool="attention", spatial_maps=2, spatial_dim=8, img_size=size)
+    with torch.no_grad():
+        for parameter in model.network.spatial.parameters():  # off the uniform start, so position matters
+            parameter.normal_(0, 0.5)
+    frames = torch.nn.functional.interpolate(padded_batch()[0].flatten(0, 1).float(), size=size).round()
+    frames, mask = frames.to(torch.uint8).unflatten(0, (len(LENGTHS), STEPS)), padded_batch()[1]
+    with torch.no_grad():
+        eager = model(frames, mask)
+    path = tmp_path / f"model{FORMATS[fmt]}"
+    sidecar = json.loads(export_model(model, path, fmt).read_text())
+    assert sidecar["spatial_pool"] == "attention" and sidecar["inputs"]["frames"]["shape"][-1] == size
+    assert (run_exported(path, fmt, frames, mask) - eager).abs().max() <= TOLERANCE
+    assert (run_exported(path, fmt, frames[2:], mask[2:]) - eager[2:]).abs().max() <= TOLERANCE
+
+
 def test_onnx_file_is_a_valid_model(tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra")
     path = tmp_path / "model.onnx"
@@ -156,6 +177,7 @@ def test_cli_export_writes_the_file_and_its_sidecar(checkpoint: Path, capsys: py
         "class_names": CLASSES,
         "backbone": "test_efficientnet",
         "head": "gru",
+        "spatial_pool": "avg",
         "num_frames": STEPS,
         "img_size": IMG,
         "sampling": "segment",

@@ -41,10 +41,14 @@ from video_cnn_rnn.data.annotations import (
 from video_cnn_rnn.models.heads import HEAD_SETTINGS
 
 # Overrides that turn any recipe into its linear probe: the same backbone and frames (num_frames, img_size,
-# sampling), frozen; one clip per video, no augmentation or test-time averaging; dropout 0.5 on the frame features,
-# their masked mean and one linear layer, trained with AdamW on every training video for 60 epochs.
+# sampling), frozen and average-pooled per frame; one clip per video, no augmentation or test-time averaging; dropout
+# 0.5 on the frame features, their masked mean and one linear layer, trained with AdamW on every training video for
+# 60 epochs.
 LINEAR_PROBE: tuple[str, ...] = (
     "--model.freeze", "frozen",
+    "--model.spatial_pool", "avg",
+    "--model.spatial_maps", "null",
+    "--model.spatial_dim", "null",
     "--model.head", "mean",
     "--model.fc_hidden", "null",
     "--model.feature_dropout", "0.5",

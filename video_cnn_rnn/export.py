@@ -26,7 +26,7 @@ from torch import nn
 from video_cnn_rnn.models.backbone import backbone_data_config
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.models.heads import MaxHead, MeanHead, RecurrentHead, TransformerHead
-from video_cnn_rnn.models.network import VideoNetwork
+from video_cnn_rnn.models.network import VideoNetwork, zero_padding
 
 # Format -> file suffix. ``torchscript`` is a traced module (torch.jit.load), ``exported_program`` a
 # torch.export.ExportedProgram (torch.export.load).
@@ -72,10 +72,12 @@ class ExportableNetwork(nn.Module):
         batch, steps = frames.shape[:2]
         # Every frame goes through the backbone (frames[mask] would have a data-dependent size); padding is
         # then zeroed as VideoNetwork.extract_features does.
-        features = self.network._backbone_forward(frames.flatten(0, 1))  # [B, T, C, H, W] -> [B * T, D]
-        features = features.unflatten(0, (batch, steps)) * mask.unsqueeze(-1).to(features.dtype)  # -> [B, T, D]
-        pooled = self.network.head(self.network.feature_dropout(features.float()), mask, **self.head_kwargs)
-        return self.network.classifier(pooled)  # [B, D'] -> [B, num_classes]
+        features = self.network._backbone_forward(frames.flatten(0, 1))  # [B, T, C, H, W] -> [B * T, D(, h, w)]
+        features = zero_padding(features.unflatten(0, (batch, steps)), mask)  # -> [B, T, D(, h, w)]
+        # Attention pooling (spatial_pool="attention") runs on every frame already: no data-dependent shape.
+        per_frame = self.network.pool_frames(features.float(), mask)  # -> [B, T, D']
+        pooled = self.network.head(self.network.feature_dropout(per_frame), mask, **self.head_kwargs)
+        return self.network.classifier(pooled)  # [B, D''] -> [B, num_classes]
 
 
 def example_inputs(num_frames: int, img_size: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,6 +178,7 @@ def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
         "class_names": model.class_names,
         "backbone": hparams.backbone,
         "head": hparams.head,
+        "spatial_pool": hparams.get("spatial_pool", "avg"),
         "num_frames": num_frames,
         "img_size": img_size,
         "sampling": hparams.sampling,

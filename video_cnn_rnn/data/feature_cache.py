@@ -1,6 +1,7 @@
 """The feature cache's on-disk format: one writer, one reader.
 
-Layout: ``<root>/<fingerprint>/<split>/{features.npy [N, K, T, D] float16, lengths.npy [N], labels.npy [N],
+Layout: ``<root>/<fingerprint>/<split>/{features.npy [N, K, T, *frame_shape] float16 (frame_shape: [D] for pooled
+vectors, [D, h, w] for feature maps), lengths.npy [N], labels.npy [N],
 paths.json}`` and ``complete.json``. A folder without ``complete.json`` is never read. Features are read
 memory-mapped. What goes into the fingerprint, and who extracts the features, is ``video_cnn_rnn.extraction``.
 """
@@ -24,7 +25,8 @@ def is_complete(folder: Path) -> bool:
 
 
 class FeatureCacheDataset(Dataset):
-    """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path"}`` per video.
+    """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path", "frame_dims"}`` per video
+    (``[L, D, h, w]`` and ``frame_dims`` 3 for feature maps).
 
     With K cached clips per video, ``augment`` (training) draws one of them at random each time (the augmentation a
     single cached clip cannot give); evaluation returns all K (``[K, L, D]``), whose predictions the model
@@ -33,7 +35,7 @@ class FeatureCacheDataset(Dataset):
 
     def __init__(self, folder: str | Path, augment: bool = False) -> None:
         folder = Path(folder)
-        self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, D]
+        self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, *frame_shape]
         self.lengths = np.load(folder / "lengths.npy")
         self.labels = np.load(folder / "labels.npy")
         self.paths: list[str] = json.loads((folder / "paths.json").read_text())
@@ -58,6 +60,7 @@ class FeatureCacheDataset(Dataset):
             "length": length,
             "label": None if label < 0 else label,
             "path": self.paths[index],
+            "frame_dims": self.features.ndim - 3,
         }
 
 
@@ -67,11 +70,14 @@ def write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.nd
     skipped = [path for path, _ in dataset.items if path not in rows]
     if not kept:
         raise RuntimeError(f"feature cache: no video of {folder.name} could be decoded")
-    first = rows[kept[0][0]][0]  # [K, T, D]
-    clips, dim = first.shape[0], first.shape[-1]
+    first = rows[kept[0][0]][0]  # [K, T, *frame_shape]
+    clips, frame_shape = first.shape[0], first.shape[2:]
     folder.mkdir(parents=True)
     features = np.lib.format.open_memmap(
-        folder / "features.npy", mode="w+", dtype=np.float16, shape=(len(kept), clips, dataset.num_frames, dim)
+        folder / "features.npy",
+        mode="w+",
+        dtype=np.float16,
+        shape=(len(kept), clips, dataset.num_frames, *frame_shape),
     )
     lengths = np.zeros(len(kept), dtype=np.int64)
     for row, (path, _) in enumerate(kept):

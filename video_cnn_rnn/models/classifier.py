@@ -23,10 +23,13 @@ from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
 from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
 from video_cnn_rnn.models.network import VideoNetwork
 from video_cnn_rnn.models.pretrained import load_pretrained, save_pretrained
+from video_cnn_rnn.models.spatial import SpatialPool
 from video_cnn_rnn.models.windowed import iter_timeline
 
 # Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
 _RENAMED_HPARAMS = {"test_clips": "eval_clips", "test_flip": "eval_flip"}
+# Settings that only spatial_pool="attention" takes.
+_ATTENTION_SETTINGS = ("spatial_maps", "spatial_dim")
 # The network's modules sat on the classifier itself before it had a ``network``: their state-dict prefixes.
 _LEGACY_MODULES = ("backbone.", "head.", "classifier.")
 
@@ -55,12 +58,15 @@ class VideoClassifier(L.LightningModule):
     pooling="max", dropout=0.5, fc_hidden=None``.
 
     Batches are dicts with ``"frames"`` uint8 [B, T, C, H, W] (or [B, K, T, C, H, W] for K evaluation
-    clips) or precomputed ``"features"`` [B, T, D], plus ``"mask"`` bool [B, T] (True = real frame),
+    clips) or precomputed ``"features"`` [B, T, D] ([B, T, D, h, w] feature maps with ``spatial_pool="attention"``),
+    plus ``"mask"`` bool [B, T] (True = real frame),
     ``"labels"`` int64 [B] and ``"paths"``.
 
     Args:
         backbone: timm model name.
-        pretrained: False, True (timm weights, needs network or cache) or a local weights file path.
+        pretrained: False, True (ImageNet weights: for efficientnet_lite0/1/2 the file their package ships, read
+            offline (the ``offline-weights`` extra); for other backbones timm's, which need network or cache) or a
+            local weights file path.
         freeze: "frozen" (feature extractor), "finetune" (all trains) or "last_n".
         trainable_blocks: number of trailing backbone blocks that train with ``freeze="last_n"``.
         backbone_lr: learning rate of trainable backbone params; None = the optimizer's lr.
@@ -75,10 +81,18 @@ class VideoClassifier(L.LightningModule):
         num_layers: (transformer) layers; default 1.
         pooling: (transformer) pooling over time, ``max``, ``mean`` or ``cls``; default max.
         attention_dropout: (transformer) dropout inside the layers; default 0.1.
+        spatial_pool: how each frame becomes one vector for the head. ``avg``: the backbone's global average
+            (one pooled vector per frame). ``attention``: the backbone keeps its last feature map (e.g. 1280 x 7 x 7
+            for efficientnet_lite0 at 224 px; a feature cache then stores the maps) and a small learned module
+            pools it by attention over space, with each map's attended position, so the head knows where in the
+            frame things happen. Needs a convolutional backbone.
+        spatial_maps: (attention) learned attention maps per frame; default 4.
+        spatial_dim: (attention) width of a linear projection of the maps' concatenation (spatial_maps x
+            (channels + 2) values per frame); default none (no projection).
         fc_hidden: width of the hidden ReLU layer before the output; None skips it.
         dropout: dropout before the classifier layers.
-        feature_dropout: dropout on the per-frame backbone features, before the head: a regulariser for
-            small datasets, where a head otherwise memorises a few hundred clips' features.
+        feature_dropout: dropout on the per-frame features (after spatial pooling), before the head: a regulariser
+            for small datasets, where a head otherwise memorises a few hundred clips' features.
         num_classes: number of classes; inferred from ``class_names`` when omitted.
         class_names: class names in label order (the CLI links the data module's).
         label_smoothing: cross-entropy label smoothing.
@@ -116,6 +130,9 @@ class VideoClassifier(L.LightningModule):
         num_layers: int | None = None,
         pooling: Pooling | None = None,
         attention_dropout: float | None = None,
+        spatial_pool: SpatialPool = "avg",
+        spatial_maps: int | None = None,
+        spatial_dim: int | None = None,
         fc_hidden: int | None = 8,
         dropout: float = 0.4,
         feature_dropout: float = 0.0,
@@ -151,6 +168,16 @@ class VideoClassifier(L.LightningModule):
         for name in head_settings:
             if name not in HEAD_SETTINGS.get(head, (name,)):
                 self.hparams[name] = None  # another head's setting: ignored (build_head warns), so not recorded
+        if spatial_pool != "attention":
+            given = [name for name in _ATTENTION_SETTINGS if self.hparams[name] is not None]
+            if given:
+                warnings.warn(
+                    f"spatial_pool='{spatial_pool}' ignores {', '.join(given)} (settings of spatial_pool='attention'); "
+                    "set them to null to silence this",
+                    stacklevel=2,
+                )
+            for name in given:
+                self.hparams[name] = None
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_classes = num_classes
@@ -170,6 +197,9 @@ class VideoClassifier(L.LightningModule):
             channels_last=channels_last,
             compile_backbone=compile_backbone,
             backbone_batch_size=backbone_batch_size,
+            spatial_pool=spatial_pool,
+            spatial_maps=self.hparams.spatial_maps,
+            spatial_dim=self.hparams.spatial_dim,
         )
         self.register_load_state_dict_pre_hook(_prefix_legacy_keys)
 

@@ -1,4 +1,4 @@
-"""VideoNetwork: uint8 frames -> timm features of the real frames -> temporal head -> class logits.
+"""VideoNetwork: uint8 frames -> timm features of the real frames -> (spatial pooling) -> temporal head -> logits.
 
 A plain ``nn.Module`` with no training logic, so the Lightning module (``classifier.py``), feature extraction
 (``video_cnn_rnn.extraction``) and inference share one forward path.
@@ -21,6 +21,12 @@ from video_cnn_rnn.models.backbone import (
     keep_frozen_in_eval,
 )
 from video_cnn_rnn.models.heads import HeadKind, build_head
+from video_cnn_rnn.models.spatial import DEFAULT_SPATIAL_MAPS, SpatialAttentionPool, SpatialPool
+
+
+def zero_padding(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-frame values [B, T, ...] with the padded frames' (mask False) set to zero."""
+    return features * mask.view(*mask.shape, *[1] * (features.dim() - 2)).to(features.dtype)
 
 
 class VideoNetwork(nn.Module):
@@ -37,6 +43,10 @@ class VideoNetwork(nn.Module):
         channels_last: run convolutional backbones in channels_last memory format.
         compile_backbone: ``torch.compile`` the backbone in place (state-dict keys are unchanged).
         backbone_batch_size: at most this many frames per backbone call; None runs all real frames at once.
+        spatial_pool: ``"avg"``: the backbone's pooled vector per frame; ``"attention"``: the backbone's last
+            feature map per frame, pooled by ``SpatialAttentionPool`` (learned attention over space) before the head.
+        spatial_maps: (attention) attention maps per frame; None = 4.
+        spatial_dim: (attention) width the maps' concatenation is projected to; None = no projection.
     """
 
     def __init__(
@@ -55,9 +65,15 @@ class VideoNetwork(nn.Module):
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
+        spatial_pool: SpatialPool = "avg",
+        spatial_maps: int | None = None,
+        spatial_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if spatial_pool not in ("avg", "attention"):
+            raise ValueError(f"Unknown spatial_pool '{spatial_pool}'; expected 'avg' or 'attention'")
         self.backbone_name, self.freeze = backbone, freeze
+        self.spatial_pool = spatial_pool
         self.backbone_batch_size = backbone_batch_size
         self.backbone = create_backbone(backbone, pretrained)
         apply_freeze_policy(self.backbone, freeze, trainable_blocks)
@@ -75,7 +91,12 @@ class VideoNetwork(nn.Module):
             # In-place compile keeps the state-dict keys free of an "_orig_mod." prefix.
             self.backbone.compile()
 
+        # What the head sees per frame: the pooled backbone vector, or the attention-pooled feature map.
+        self.spatial: SpatialAttentionPool | None = None
         self.feature_dim: int = self.backbone.num_features
+        if spatial_pool == "attention":
+            self.spatial = SpatialAttentionPool(self.feature_dim, spatial_maps or DEFAULT_SPATIAL_MAPS, spatial_dim)
+            self.feature_dim = self.spatial.out_features
         self.head = build_head(head, self.feature_dim, max_len=max_len, **(head_settings or {}))
         self.feature_dropout = nn.Dropout(feature_dropout)
         layers: list[nn.Module] = [nn.Dropout(dropout)]
@@ -94,7 +115,8 @@ class VideoNetwork(nn.Module):
         return self
 
     def extract_features(self, frames: torch.Tensor, mask: torch.Tensor, real_frames_only: bool = True) -> torch.Tensor:
-        """Backbone features of the real frames: uint8 [B, T, C, H, W], bool [B, T] -> [B, T, D].
+        """Backbone features of the real frames: uint8 [B, T, C, H, W], bool [B, T] -> [B, T, D], or the feature
+        maps [B, T, D, h, w] with ``spatial_pool="attention"`` (what a feature cache stores).
 
         Only ``frames[mask]`` go through the backbone, so compute scales with the real frame count;
         padding positions are zeros. ``real_frames_only=False`` runs every frame (benchmark baseline) and
@@ -106,24 +128,55 @@ class VideoNetwork(nn.Module):
         else:
             images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
         chunk = self.backbone_batch_size or max(len(images), 1)
-        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D]
+        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D] or [N, D, h, w]
         if not real_frames_only:
-            feats = feats.view(batch, steps, -1)  # [B * T, D] -> [B, T, D]
-            return feats * mask.unsqueeze(-1).to(feats.dtype)
-        out = feats.new_zeros(batch, steps, feats.shape[-1])
-        out[mask] = feats  # [N, D] -> [B, T, D]
+            return zero_padding(feats.unflatten(0, (batch, steps)), mask)  # [B * T, ...] -> [B, T, ...]
+        out = feats.new_zeros(batch, steps, *feats.shape[1:])
+        out[mask] = feats  # [N, ...] -> [B, T, ...]
         return out
 
     def _backbone_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D]."""
+        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D] (avg) or
+        feature maps [N, D, h, w] (attention)."""
         images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
         if self.use_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.backbone(images)
+        if self.spatial is None:
+            return self.backbone(images)
+        # timm's forward_features stops before the global pool: the last feature map, same weights.
+        maps = self.backbone.forward_features(images)
+        if maps.dim() != 4:
+            raise ValueError(
+                f"spatial_pool='attention' needs a backbone whose forward_features returns a feature map "
+                f"[N, C, h, w]; '{self.backbone_name}' returns shape {tuple(maps.shape)} (a transformer's tokens?). "
+                "Use a convolutional backbone (efficientnet_*, resnet*, convnext_*, ...) or spatial_pool='avg'."
+            )
+        return maps
+
+    def pool_frames(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One vector per frame for the head: [B, T, D] as it is (avg), or maps [B, T, D, h, w] pooled by attention
+        to [B, T, D'] (padded frames zero). Every frame is pooled, padding included, so no shape depends on the
+        mask's values (the export traces this too); pooling is tiny next to the backbone."""
+        expected = 3 if self.spatial is None else 5
+        if features.dim() != expected:
+            want, other = (
+                ("vectors [B, T, D]", "attention") if self.spatial is None else ("maps [B, T, D, h, w]", "avg")
+            )
+            raise ValueError(
+                f"spatial_pool='{self.spatial_pool}' needs per-frame feature {want}, got shape "
+                f"{tuple(features.shape)}: features extracted by a model with spatial_pool='{other}'? Extract them "
+                "again with this model."
+            )
+        if self.spatial is None:
+            return features
+        pooled = self.spatial(features.flatten(0, 1))  # [B, T, D, h, w] -> [B * T, D, h, w] -> [B * T, D']
+        return zero_padding(pooled.unflatten(0, features.shape[:2]), mask)  # -> [B, T, D']
 
     def forward_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Head and classifier only: features [B, T, D], mask [B, T] -> logits [B, num_classes]."""
-        return self.classifier(self.head(self.feature_dropout(features.float()), mask))
+        """Everything after ``extract_features``: features [B, T, D] (or maps [B, T, D, h, w]) of any float dtype,
+        float16 from a cache included, and mask [B, T] -> logits [B, num_classes]."""
+        pooled = self.pool_frames(features.float(), mask)
+        return self.classifier(self.head(self.feature_dropout(pooled), mask))
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """uint8 frames [B, T, C, H, W] and mask [B, T] -> logits [B, num_classes]."""
