@@ -131,8 +131,13 @@ def main() -> None:
     recipes = {name: shlex.split(args) for name, args in options.recipe}
     if options.top:
         earlier = json.loads(Path(options.top[0]).read_text())
-        earlier_means = {name: statistics.fmean(earlier[s][name] for s in earlier if name in earlier[s]) for name in recipes}
-        recipes = {name: recipes[name] for name in sorted(earlier_means, key=earlier_means.get, reverse=True)[: int(options.top[1])]}
+        earlier_means = {
+            name: statistics.fmean(earlier[s][name] for s in earlier if name in earlier[s]) for name in recipes
+        }
+        recipes = {
+            name: recipes[name]
+            for name in sorted(earlier_means, key=earlier_means.get, reverse=True)[: int(options.top[1])]
+        }
         print(f"best of {options.top[0]}: {', '.join(recipes)}", flush=True)
     if not options.no_probe:
         base = shlex.split(options.probe_base) if options.probe_base is not None else next(iter(recipes.values()))
@@ -165,7 +170,9 @@ def main() -> None:
     print(f"{len(jobs)} runs, {options.jobs} at a time, on {hardware()}", flush=True)
     started = time.perf_counter()
     with ThreadPoolExecutor(options.jobs) as pool:
-        futures = [pool.submit(run_job, command, out / "log.txt") for _, command, out in jobs]
+        # A run whose results exist (an earlier sweep into the same --output) is reused, not repeated.
+        todo = [(command, out) for _, command, out in jobs if not (out / "results.json").exists()]
+        futures = [pool.submit(run_job, command, out / "log.txt") for command, out in todo]
         for future in futures:
             future.result()
     results = {}
