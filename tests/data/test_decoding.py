@@ -184,7 +184,7 @@ def gop_videos(tmp_path_factory) -> dict[str, Path]:
 def _full_decode(path: Path, short_side: int) -> np.ndarray:
     """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
     with av.open(str(path)) as container:
-        to_rgb = readers._RGBConverter(short_side)
+        to_rgb = readers._RGBConverter(readers.Scale(short_side))
         return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
