@@ -64,7 +64,7 @@ def from_display_matrix(matrix: Sequence[int] | None, path: str = "") -> Orienta
         angle = rotation_degrees(matrix)
         nearest = 90 * round(angle / 90) % 360
         warnings.warn(
-            f"{path}: display rotation of {angle:g} degrees is not a multiple of 90; the frames are turned by the "
+            f"{path}: display rotation of {round(angle, 1):g} degrees is not a multiple of 90; the frames are turned by the "
             f"nearest multiple, {nearest} degrees",
             stacklevel=2,
         )
