@@ -184,7 +184,9 @@ def _is(pixels: torch.Tensor, colour: str) -> bool:
     """Whether every pixel of [3, ...] ``pixels`` is mostly ``colour``."""
     red, green, blue = pixels.float().flatten(1)
     strong = {"red": red, "green": green, "blue": blue}[colour]
-    weak = [channel for name, channel in zip(("red", "green", "blue"), (red, green, blue), strict=True) if name != colour]
+    weak = [
+        channel for name, channel in zip(("red", "green", "blue"), (red, green, blue), strict=True) if name != colour
+    ]
     return bool((strong > 150).all() and all((channel < 80).all() for channel in weak))
 
 
