@@ -245,7 +245,10 @@ def _probe_frame(path: str) -> tuple[int, int, Orientation]:
 
 def read_decord(path: str, pick: IndexPicker, scale: Scale | None) -> np.ndarray | None:
     decord = require_decord()
-    width, height, orientation = _probe_frame(path)
+    try:
+        width, height, orientation = _probe_frame(path)
+    except av.error.FFmpegError:
+        return None  # a first frame that does not decode: PyAV reads the file and reports the damage
     if orientation != UPRIGHT:
         return None  # decord mishandles display matrices (module doc): PyAV reads the file
     width, height = scale.size(width, height) if scale is not None else (-1, -1)
