@@ -1,9 +1,10 @@
 """Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
 
 Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a ``Scale``
-(the shorter side, or the longer one, to scale to). Every reader turns its frames upright by the file's display
-matrix (``orientation.py``) after scaling them. decord returns RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to
-read it); the PyAV readers return a ``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
+(the shorter side, or the longer one, to scale to), and returns frames upright: the PyAV readers turn them by the
+file's display matrix (``orientation.py``) after scaling, and decord reads only files without one. decord returns
+RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to read it); the PyAV readers return a
+``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
 met on the way. Fewer frames than wanted (the stream ended before its header's count, or damage lost some) send
 the planner to ``read_pyav_decodable``.
 
