@@ -4,9 +4,9 @@ Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the fr
 (the shorter side, or the longer one, to scale to), and returns frames upright: the PyAV readers turn them by the
 file's display matrix (``orientation.py``) after scaling, and decord reads only files without one. decord returns
 RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to read it); the PyAV readers return a
-``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
-met on the way. Fewer frames than wanted (the stream ended before its header's count, or damage lost some) send
-the planner to ``read_pyav_decodable``.
+``Decoded``: those frames, which of them decoded cleanly, and the ``Damage`` met on the way. Fewer frames than
+wanted (the stream ended before its header's count, or damage lost some) send the planner to
+``read_pyav_decodable``.
 
 - ``read_pyav``: one sequential pass that stops at the last wanted frame; outside AVI, and for the decoders in
   ``_PER_PACKET_SKIP_CODECS``, the decoder drops unwanted non-reference frames. Its ``PyAVProbe`` (header count,
