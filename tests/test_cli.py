@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 
@@ -123,6 +124,22 @@ def test_checkpoint_evaluated_on_other_classes_fails_listing_the_difference(
     err = capsys.readouterr().err
     assert "only in the checkpoint / data.class_names: ['triangle']" in err and "only in data.train" in err
     assert "red_to_blue" in err
+
+
+def test_crop_is_linked_to_the_model_and_a_checkpoint_evaluates_with_its_own(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    cli = run_cli([*tiny_args(synthetic_root, tmp_path), "--data.crop", "pad"], run=False)
+    assert cli.model.hparams.crop == cli.datamodule.hparams.crop == "pad"
+
+    names = sorted({row.split(",")[1] for row in (synthetic_root / "train.csv").read_text().splitlines()[1:]})
+    model = VideoClassifier(backbone="test_efficientnet", class_names=names, num_frames=4, img_size=32, crop="pad")
+    checkpoint = tmp_path / "pad.ckpt"
+    state = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    torch.save({**state, "pytorch-lightning_version": lightning.__version__}, checkpoint)
+    args = [*tiny_args(synthetic_root, tmp_path), "--reports.output_dir", str(tmp_path), "--ckpt_path", str(checkpoint)]
+    cli = run_cli(["test", *args])  # the config says nothing of crop: the checkpoint's pad is used
+    assert cli.datamodule.hparams.crop == "pad" and cli.datamodule.datasets["test"].crop == "pad"
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

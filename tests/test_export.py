@@ -225,6 +225,13 @@ def test_cli_export_names_a_head_it_cannot_export(
     assert not checkpoint.with_suffix(".onnx").exists()
 
 
+def test_the_sidecar_records_the_crop(tmp_path: Path) -> None:
+    from video_cnn_rnn.export import describe
+
+    assert describe(make_model(crop="pad"), tmp_path / "model.pt2", "exported_program")["crop"] == "pad"
+    assert describe(make_model(), tmp_path / "model.pt2", "exported_program")["crop"] == "centre"
+
+
 def test_help_lists_export(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -57,7 +57,7 @@ def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(
     "change",
-    ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video", "train_flip", "eval_flip"],
+    ["num_frames", "img_size", "crop", "sampling", "weights", "backbone", "touched_video", "train_flip", "eval_flip"],
 )
 def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
     base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
@@ -68,6 +68,8 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         data_overrides = {"img_size": 40}
     elif change == "sampling":
         data_overrides = {"sampling": "first"}
+    elif change == "crop":
+        data_overrides = {"crop": "pad"}
     elif change in ("train_flip", "eval_flip"):
         data_overrides = {change: True, "cache_clips": 2}
         base = prepare_feature_cache(

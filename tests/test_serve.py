@@ -112,6 +112,23 @@ def test_upload_gives_top_k_and_frames(model: VideoClassifier, video_dir: dict[s
     assert data["timeline_png"] is None  # 1.2 s: no timeline
 
 
+def test_the_frames_shown_are_cut_as_the_model_was_trained(
+    model_folder: Path, video_dir: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = VideoClassifier.from_pretrained(model_folder, crop="pad")
+    crops: list[str] = []
+    real = serve.load_clip
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        crops.append(kwargs["crop"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "load_clip", spy)
+    client = client_for(model)
+    assert post(client, video_dir["mp4"]).status_code == 200 and crops == ["pad"]
+    assert client.get("/api/info").json()["crop"] == "pad"
+
+
 def test_long_video_gets_the_timeline(
     model: VideoClassifier, video_dir: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,7 +40,7 @@ from video_cnn_rnn.timeline import run_timeline
 # Settings the data module owns and the model records: what a clip looks like and how a video is evaluated, and
 # the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed) brings its own, and
 # they go to the data module, so test, predict and predict_video give one checkpoint the same answer.
-FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "sampling", "eval_clips", "eval_flip")
+FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "crop", "sampling", "eval_clips", "eval_flip")
 DATA_OWNED: tuple[str, ...] = (*FRAME_SETTINGS, "class_names")
 
 

@@ -181,6 +181,7 @@ def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
         "spatial_pool": hparams.get("spatial_pool", "avg"),
         "num_frames": num_frames,
         "img_size": img_size,
+        "crop": hparams.crop,
         "sampling": hparams.sampling,
         "eval_clips": hparams.eval_clips,
         "eval_flip": hparams.eval_flip,
@@ -200,6 +201,9 @@ def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
             },
         },
         "outputs": {"logits": {"dtype": "float32", "shape": ["batch", len(model.class_names)]}},
+        "preprocessing": "turn each frame upright by its file's display rotation, then with crop 'centre' take the "
+        "centre square, with 'pad' letterbox the whole frame (longer side to img_size, black bars, centred); "
+        "resize to img_size",
         "evaluation": "with eval_clips > 1 or eval_flip, average the softmax over a video's clips (and their "
         "mirror images, flipped along width) as the checkpoint was evaluated",
     }

@@ -56,6 +56,7 @@ def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) 
             "mirrored_views": dataset.mirrored_views,
             "training": dataset.augment,  # the key keeps existing caches valid
             "seed": dataset.seed,
+            "crop": dataset.crop,
         }
         if dataset.on_error == "warn":  # damaged videos cached with their clean frames; only then, so that
             manifest[split]["on_error"] = "warn"  # caches made before the setting existed stay valid

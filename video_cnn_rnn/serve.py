@@ -136,6 +136,7 @@ class Analyser:
             "head": hparams.get("head"),
             "num_frames": hparams.get("num_frames"),
             "img_size": hparams.get("img_size"),
+            "crop": hparams.get("crop"),
             "top_k": self.settings.top_k,
             "max_upload_mb": self.settings.max_upload_mb,
             "max_duration_s": self.settings.max_duration_s,
@@ -166,7 +167,9 @@ class Analyser:
         with self.lock, tempfile.TemporaryDirectory(prefix="video_cnn_rnn_serve_") as folder:
             try:
                 top = self.model.predict_video(str(path), top_k=self.settings.top_k)
-                frames, length = load_clip(path, hparams.num_frames, hparams.img_size, hparams.sampling)
+                frames, length = load_clip(
+                    path, hparams.num_frames, hparams.img_size, hparams.sampling, crop=hparams.crop
+                )
             except VideoDecodeError as error:
                 raise UploadError(f"{name} could not be decoded: {_reason(error, path, name)}", 422) from None
             gif = Path(folder) / "frames.gif"

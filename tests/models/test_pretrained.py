@@ -230,6 +230,16 @@ def test_hyperparameters_of_earlier_versions_are_upgraded_and_overrides_apply(tm
         VideoClassifier.from_pretrained(tmp_path, no_such_setting=1)
 
 
+def test_the_crop_is_recorded_in_the_folder(tmp_path: Path) -> None:
+    folder = make_model(perturb=False, crop="pad").save_pretrained(tmp_path / "pad")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["crop"] == "pad" and "letterboxed whole frames" in (folder / "README.md").read_text()
+    assert VideoClassifier.from_pretrained(folder).hparams.crop == "pad"
+    # A folder written before the setting existed was trained on centre crops.
+    (folder / "config.json").write_text(json.dumps({name: v for name, v in config.items() if name != "crop"}))
+    assert VideoClassifier.from_pretrained(folder).hparams.crop == "centre"
+
+
 def test_a_card_edited_by_hand_is_kept(tmp_path: Path) -> None:
     make_model().save_pretrained(tmp_path)
     (tmp_path / "README.md").write_text("my card\n")

@@ -20,7 +20,7 @@ from video_cnn_rnn.data.annotations import (
 )
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
-from video_cnn_rnn.data.decoding import Backend
+from video_cnn_rnn.data.decoding import Backend, Crop
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.resumable import ResumableDataLoader, ResumableSampler
 from video_cnn_rnn.data.sampling import SamplingMode
@@ -42,7 +42,10 @@ class VideoDataModule(L.LightningDataModule):
             training video with no validation: for datasets so small that a held-out split only adds noise
             (then checkpoint a fixed budget: ``checkpoint.monitor: null``).
         num_frames: frames sampled per clip (the Keras examples' MAX_SEQ_LENGTH).
-        img_size: side of the square frames after centre crop and resize (the Keras examples' IMG_SIZE).
+        img_size: side of the square frames after the crop and resize (the Keras examples' IMG_SIZE).
+        crop: how a frame (turned upright by its file's display rotation first) becomes the ``img_size`` square:
+            ``centre`` takes the centre square (a portrait 1080x1920 frame loses 44% of its height), ``pad``
+            letterboxes the whole frame (its longer side scaled to ``img_size``, black bars filling the rest).
         sampling: frame sampler: ``first``, ``uniform``, ``segment`` or ``stride``.
         stride: step between frames for ``stride`` sampling.
         target_fps: for ``stride`` sampling, a frame rate to sample at instead of a fixed stride.
@@ -84,6 +87,7 @@ class VideoDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         num_frames: int = 20,
         img_size: int = 224,
+        crop: Crop = "centre",
         sampling: SamplingMode = "uniform",
         stride: int = 1,
         target_fps: float | None = None,
@@ -161,6 +165,7 @@ class VideoDataModule(L.LightningDataModule):
         return dict(
             num_frames=hp.num_frames,
             img_size=hp.img_size,
+            crop=hp.crop,
             sampling=hp.sampling,
             backend=hp.backend,
             on_error=hp.on_error,

@@ -8,7 +8,16 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset
 
-from video_cnn_rnn.data.decoding import Backend, Damage, VideoDecodeError, describe_damage, load_clip, load_clips
+from video_cnn_rnn.data.decoding import (
+    Backend,
+    Crop,
+    Damage,
+    VideoDecodeError,
+    check_crop,
+    describe_damage,
+    load_clip,
+    load_clips,
+)
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
 OnError = Literal["raise", "skip", "warn"]
@@ -21,7 +30,8 @@ class VideoDataset(Dataset):
     An item is ``{"frames": uint8 [L, C, H, W], "length": L, "label": int, "path": str}`` with ``L <= num_frames``
     (``frames`` is ``[K, L, C, H, W]`` when ``clips_per_video = K > 1``: K segment clips of the video, for
     multi-clip testing or a multi-clip feature cache; ``[2K, ...]`` with ``mirrored_views``: the K clips, then
-    the same K clips mirrored left-right).
+    the same K clips mirrored left-right). Frames are upright (turned by the file's display matrix), then
+    centre-cropped or, with ``crop="pad"``, letterboxed into the ``img_size`` square.
 
     ``augment`` draws frame positions at random (``segment`` sampling) for training; with ``random_flip`` it also
     mirrors whole clips, every frame alike: at random with one clip per video, and every second clip with K clips
@@ -56,14 +66,17 @@ class VideoDataset(Dataset):
         seed: int = 42,
         random_flip: bool = False,
         mirrored_views: bool = False,
+        crop: Crop = "centre",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         check_sampling(num_frames, sampling, stride, target_fps)
+        check_crop(crop)
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
         self.items = list(items)
         self.num_frames, self.img_size, self.sampling = num_frames, img_size, sampling
+        self.crop = crop
         self.augment, self.backend, self.on_error = augment, backend, on_error
         self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
         self.clips_per_video, self.seed = clips_per_video, seed
@@ -100,6 +113,7 @@ class VideoDataset(Dataset):
                 target_fps=self.target_fps,
                 decode_timeout=self.decode_timeout,
                 damage=damage,
+                crop=self.crop,
             )
         # K segment clips from one decode; augmentation draws K reproducible random samples per (seed, video, clip).
         rngs = [random.Random(f"{self.seed}:{index}:{k}") for k in range(self.clips_per_video)]
@@ -113,6 +127,7 @@ class VideoDataset(Dataset):
             decode_timeout=self.decode_timeout,
             rngs=rngs if self.augment else None,
             damage=damage,
+            crop=self.crop,
         )
 
     def _warn_once(self, path: str, message: str) -> None:

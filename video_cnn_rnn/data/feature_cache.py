@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.dataset import VideoDataset
 
-CACHE_FORMAT = 1
+# 2: frames are turned upright by the file's display matrix (format 1 cached rotated phone videos sideways).
+CACHE_FORMAT = 2
 
 
 def is_complete(folder: Path) -> bool:

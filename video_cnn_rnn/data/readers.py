@@ -1,16 +1,21 @@
 """Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
 
-Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a short
-side to scale to. decord returns RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to
-read it); the PyAV readers return a ``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
-met on the way. Fewer frames than wanted (the stream ended before its header's count, or damage lost some) send
-the planner to ``read_pyav_decodable``.
+Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a ``Scale``
+(the shorter side, or the longer one, to scale to), and returns frames upright: the PyAV readers turn them by the
+file's display matrix (``orientation.py``) after scaling, and decord reads only files without one. decord returns
+RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to read it); the PyAV readers return a
+``Decoded``: those frames, which of them decoded cleanly, and the ``Damage`` met on the way. Fewer frames than
+wanted (the stream ended before its header's count, or damage lost some) send the planner to
+``read_pyav_decodable``.
 
 - ``read_pyav``: one sequential pass that stops at the last wanted frame; outside AVI, and for the decoders in
   ``_PER_PACKET_SKIP_CODECS``, the decoder drops unwanted non-reference frames. Its ``PyAVProbe`` (header count,
   packet index, whether pts give display order) is read first, by demuxing alone, so the planner can weigh it.
 - ``read_decord``: seeks to the keyframe before each wanted frame (its scaler gives slightly different pixels).
-  It cannot see damage the decoder conceals; a file it fails on goes to PyAV.
+  It cannot see damage the decoder conceals; a file it fails on goes to PyAV. So does a file with a display
+  matrix (a rotated phone video), which PyAV reads from the first frame: decord 0.6 mishandles them (measured:
+  a 180 degree file comes out turned, 90 and 270 degree ones fail with a size error, or come out scrambled when a
+  size is asked for).
 - ``read_pyav_decodable``: for truncated and damaged files: counts the frames that decode, picks among them,
   decodes again.
 
@@ -34,6 +39,8 @@ import av.logging
 import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
+
+from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation, Orientation
 
 # Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
 # sequential pass (which also drops unwanted B-frames): on 60 s files with a keyframe a second, decord decodes 1/6
@@ -213,23 +220,39 @@ def decord_available() -> bool:
     return True
 
 
-def _scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) with the shorter side at ``short_side`` and the aspect ratio kept."""
-    scale = short_side / min(width, height)
-    return max(short_side, round(width * scale)), max(short_side, round(height * scale))
+@dataclass(frozen=True)
+class Scale:
+    """The size the decoder scales frames to, aspect ratio kept: the shorter side to ``side`` (for a centre crop),
+    or with ``fit`` the longer side (for a letterbox)."""
+
+    side: int
+    fit: bool = False
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) scaled; no side below one pixel, however extreme the aspect ratio."""
+        scale = self.side / (max(width, height) if self.fit else min(width, height))
+        floor = 1 if self.fit else self.side  # the side that is exactly ``side`` must not round below it
+        return max(floor, round(width * scale)), max(floor, round(height * scale))
 
 
-def _probe_size(path: str) -> tuple[int, int]:
+def _probe_frame(path: str) -> tuple[int, int, Orientation]:
+    """The stored (width, height) and the orientation of the first frame, which PyAV decodes to read it."""
     with av.open(path) as container:
-        stream = container.streams.video[0]
-        return stream.codec_context.width, stream.codec_context.height
+        stream = _single_threaded_video(container)
+        for frame in container.decode(stream):
+            return frame.width, frame.height, FrameOrientation(path)(frame)
+        return stream.codec_context.width, stream.codec_context.height, Orientation()
 
 
-def read_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray | None:
+def read_decord(path: str, pick: IndexPicker, scale: Scale | None) -> np.ndarray | None:
     decord = require_decord()
-    width = height = -1
-    if short_side is not None:
-        width, height = _scaled_size(*_probe_size(path), short_side)
+    try:
+        width, height, orientation = _probe_frame(path)
+    except av.error.FFmpegError:
+        return None  # a first frame that does not decode: PyAV reads the file and reports the damage
+    if orientation != UPRIGHT:
+        return None  # decord mishandles display matrices (module doc): PyAV reads the file
+    width, height = scale.size(width, height) if scale is not None else (-1, -1)
     # One thread per reader: parallelism comes from DataLoader workers, and decord's own thread pool
     # oversubscribes the cores when several workers decode at once.
     try:
@@ -243,22 +266,25 @@ def read_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.ndar
 
 
 class _RGBConverter:
-    """Decoded PyAV frames -> RGB uint8 [H, W, 3], the shorter side scaled to ``short_side`` first.
+    """Decoded PyAV frames -> upright RGB uint8 [H, W, 3], scaled by ``scale`` first, then turned by the frame's
+    display matrix (``path`` names the file in the warning about a matrix that is not a quarter turn).
 
     Two swscale contexts, made once per video and reused for every frame: ``frame.reformat`` makes a new one
     per frame, which costs more than the conversion itself. Scale (in YUV), then convert: one combined
     scale-and-convert pass measured ~3x slower here.
     """
 
-    def __init__(self, short_side: int | None) -> None:
-        self.short_side = short_side
+    def __init__(self, scale: Scale | None, path: str = "") -> None:
+        self.scale = scale
         self._scaler, self._to_rgb = VideoReformatter(), VideoReformatter()
+        self._orientation = FrameOrientation(path)
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        if self.short_side is not None:
-            width, height = _scaled_size(frame.width, frame.height, self.short_side)
+        orientation = self._orientation(frame)
+        if self.scale is not None:
+            width, height = self.scale.size(frame.width, frame.height)
             frame = self._scaler.reformat(frame, width=width, height=height)
-        return self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
+        return orientation.apply(self._to_rgb.reformat(frame, format="rgb24").to_ndarray())
 
 
 def _single_threaded_video(container):
@@ -443,12 +469,12 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter
     return _decoded(rows, wanted, watch)
 
 
-def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> Decoded:
+def read_pyav(path: str, probe: PyAVProbe, scale: Scale | None) -> Decoded:
     """Decode ``probe.wanted`` in one sequential pass (fewer frames where the stream ended before its header's
     count, or damage lost them)."""
     if not probe.wanted:
         return Decoded()
-    to_rgb = _RGBConverter(short_side)
+    to_rgb = _RGBConverter(scale, path)
     with _ffmpeg_errors() as log, av.open(path) as container:
         stream = _single_threaded_video(container)
         if probe.pts_ordered and not probe.is_prefix:
@@ -459,7 +485,7 @@ def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> Decoded:
     return decoded
 
 
-def read_pyav_decodable(path: str, pick: IndexPicker, short_side: int | None) -> Decoded:
+def read_pyav_decodable(path: str, pick: IndexPicker, scale: Scale | None) -> Decoded:
     """For damaged and truncated files: count the frames that decode, pick among them, then decode again keeping
     only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
     with _ffmpeg_errors() as log, av.open(path) as container:
@@ -470,7 +496,9 @@ def read_pyav_decodable(path: str, pick: IndexPicker, short_side: int | None) ->
         return counted
     with _ffmpeg_errors() as log, av.open(path) as container:
         stream = _single_threaded_video(container)
-        decoded = _decode_counting(container, stream, pick(len(counted.positions), fps), _RGBConverter(short_side), log)
+        decoded = _decode_counting(
+            container, stream, pick(len(counted.positions), fps), _RGBConverter(scale, path), log
+        )
     decoded.damage = unique(counted.damage + decoded.damage)
     return decoded
 

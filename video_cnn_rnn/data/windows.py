@@ -2,8 +2,8 @@
 
 Window k covers ``[k * hop_s, k * hop_s + window_s)`` seconds from the first frame. Its clip is sampled from the
 frames inside it the way a clip is sampled from a whole video (``sample_indices`` with the model's sampling and
-``num_frames``), scaled (shorter side to ``img_size``, by the decoder's scaler) and centre-cropped as
-``load_clip`` does, so a window looks like a training clip of a video that long.
+``num_frames``), scaled by the decoder's scaler, turned upright by the file's display matrix and centre-cropped
+(or letterboxed, ``crop="pad"``) as ``load_clip`` does, so a window looks like a training clip of a video that long.
 
 Memory: only the frames of the windows still open are kept, already at ``img_size`` (a window's worth at most,
 ``window_s * fps`` small frames), so peak memory does not grow with the video's length. Frames that fall in no
@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import torch
 
-from video_cnn_rnn.data.decoding import VideoDecodeError, _to_clip
+from video_cnn_rnn.data.decoding import Crop, VideoDecodeError, _scale, _to_clip, check_crop
 from video_cnn_rnn.data.readers import _RGBConverter, _single_threaded_video
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
 
@@ -75,6 +75,7 @@ def iter_windows(
     img_size: int = 112,
     sampling: SamplingMode = "uniform",
     decoder_threads: int = 1,
+    crop: Crop = "centre",
 ) -> Iterator[Window]:
     """Yield the windows of ``path`` in order, decoding the file once from start to end (see the module doc).
 
@@ -82,6 +83,7 @@ def iter_windows(
     """
     check_window(window_s, hop_s)
     check_sampling(num_frames, sampling)
+    check_crop(crop)
     path = str(path)
     if not Path(path).is_file():
         raise VideoDecodeError(f"{path}: no such file")
@@ -99,7 +101,7 @@ def iter_windows(
         fps = float(stream.average_rate) if stream.average_rate else None
         declared_s = _declared_duration(container, stream, fps)
         use_pts = "avi" not in container.format.name  # AVI's derived B-frame pts are wrong (readers.py)
-        to_rgb = _RGBConverter(img_size)
+        to_rgb = _RGBConverter(_scale(img_size, crop), path)
 
         buffer: deque[tuple[float, torch.Tensor]] = deque()  # (time, frame [C, H, W]) of the open windows
         next_window, emitted, first_pts, time_s, count = 0, 0, None, -1.0, 0
@@ -121,7 +123,7 @@ def iter_windows(
                     while buffer and buffer[0][0] < next_window * hop_s - EPS:
                         buffer.popleft()
                 if _in_some_window(time_s, next_window, window_s, hop_s):
-                    buffer.append((time_s, _to_clip(to_rgb(frame)[None], img_size)[0]))
+                    buffer.append((time_s, _to_clip(to_rgb(frame)[None], img_size, crop)[0]))
         except (av.error.FFmpegError, ValueError) as error:
             failure = error
         end_s = time_s + 1.0 / fps if fps and count else max(time_s, 0.0)  # the last frame's end

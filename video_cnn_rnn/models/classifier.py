@@ -17,7 +17,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decoding import Crop, VideoDecodeError
 from video_cnn_rnn.models.backbone import FreezePolicy
 from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
 from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
@@ -39,8 +39,12 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
     ``head: gru`` with ``rnn_cell: lstm`` is now ``head: lstm``; ``test_clips`` / ``test_flip`` are
     ``eval_clips`` / ``eval_flip``; settings of heads other than the checkpoint's were ignored, and are dropped.
+    Frame settings added since take the value the checkpoint was trained with (``crop: centre``), so the data
+    module that evaluates it (``VideoCLI``) makes the same frames, whatever the config says.
     """
     hparams = {_RENAMED_HPARAMS.get(name, name): value for name, value in hparams.items()}
+    if hparams:  # an empty dict stays empty: no hyperparameters to hand on
+        hparams.setdefault("crop", "centre")
     if hparams.pop("rnn_cell", None) == "lstm" and hparams.get("head") == "gru":
         hparams["head"] = "lstm"
     head = hparams.get("head", "gru")
@@ -103,6 +107,8 @@ class VideoClassifier(L.LightningModule):
             data module's settings (the CLI links them), stored so a checkpoint evaluates videos as it was
             trained and ``predict_video`` rebuilds the input pipeline.
         img_size: frame side length.
+        crop: how a frame becomes the ``img_size`` square: ``centre`` (centre square) or ``pad`` (the whole frame
+            letterboxed); the data module's setting, linked like ``img_size``.
         sampling: frame sampling strategy name.
         eval_clips: clips averaged per video at validation, test and predict.
         eval_flip: whether evaluation also averages the mirrored clips.
@@ -150,6 +156,7 @@ class VideoClassifier(L.LightningModule):
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
+        crop: Crop = "centre",
     ) -> None:
         super().__init__()
         if class_names is not None:
@@ -362,7 +369,7 @@ class VideoClassifier(L.LightningModule):
 
         Args:
             path_or_frames: a video path, decoded and evaluated as ``test`` and ``predict`` do with this
-                model's stored frame settings (num_frames, img_size, sampling, eval_clips, eval_flip), or
+                model's stored frame settings (num_frames, img_size, crop, sampling, eval_clips, eval_flip), or
                 uint8 frames [L, C, H, W] already at the model's input size (one clip, as given).
             top_k: number of classes returned.
         """
@@ -376,6 +383,7 @@ class VideoClassifier(L.LightningModule):
                 sampling=self.hparams.sampling,
                 clips_per_video=self.hparams.eval_clips,
                 mirrored_views=self.hparams.eval_flip,
+                crop=self.hparams.crop,
             )[0]
             frames, length = video["frames"], video["length"]
         mask = (torch.arange(frames.shape[-4]) < int(length)).expand(frames.shape[:-3])  # [L] or [K, L]
@@ -402,7 +410,7 @@ class VideoClassifier(L.LightningModule):
     ) -> list[dict[str, Any]]:
         """Class probabilities over time: one row per window of ``window_s`` seconds, every ``hop_s`` seconds.
 
-        Each window is one clip sampled from its frames with this model's ``num_frames``, ``img_size`` and
+        Each window is one clip sampled from its frames with this model's ``num_frames``, ``img_size``, ``crop`` and
         ``sampling`` (``eval_clips`` / ``eval_flip`` are not applied); the file is decoded once, streaming
         (``video_cnn_rnn.data.windows``). Rows: ``{"path", "start_s", "end_s", "probs": [one per class],
         "top_k": [(class name, probability)], "note"}``. A file that fails mid-way raises ``VideoDecodeError``
@@ -414,7 +422,7 @@ class VideoClassifier(L.LightningModule):
         try:
             timeline = iter_timeline(
                 self.network, path, window_s, hop_s, self.hparams.num_frames, self.hparams.img_size,
-                self.hparams.sampling, batch_size,
+                self.hparams.sampling, batch_size, crop=self.hparams.crop,
             )  # fmt: skip
             for row in timeline:
                 ranked = sorted(zip(self.class_names, row["probs"], strict=True), key=lambda pair: -pair[1])

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decoding import Crop, VideoDecodeError
 from video_cnn_rnn.data.sampling import SamplingMode
 from video_cnn_rnn.data.windows import Window, check_window, iter_windows
 from video_cnn_rnn.models.network import VideoNetwork
@@ -80,6 +80,7 @@ def iter_timeline(
     sampling: SamplingMode = "uniform",
     batch_size: int = 16,
     prefetch: bool = True,
+    crop: Crop = "centre",
 ) -> Iterator[dict[str, Any]]:
     """One row per window of ``path``, in order: ``{"path", "start_s", "end_s", "probs": [C floats], "note"}``.
 
@@ -90,7 +91,7 @@ def iter_timeline(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = network.pixel_mean.device
-    windows = iter_windows(path, window_s, hop_s, num_frames, img_size, sampling)
+    windows = iter_windows(path, window_s, hop_s, num_frames, img_size, sampling, crop=crop)
     if prefetch:
         windows = prefetched(windows, depth=2 * batch_size)
     pending: list[Window] = []
