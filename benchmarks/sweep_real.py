@@ -59,8 +59,16 @@ def fold_folder(spec: str, output: Path) -> Path:
     return folder
 
 
+def finished(command: list[str], out: Path) -> bool:
+    """Whether ``out`` holds the results of exactly this command (reused across sweeps into one ``--output``)."""
+    done = out / "command.json"
+    return (out / "results.json").exists() and done.exists() and json.loads(done.read_text()) == command[1:]
+
+
 def run_job(command: list[str], log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
+    (log.parent / "results.json").unlink(missing_ok=True)
+    (log.parent / "command.json").write_text(json.dumps(command[1:]))
     started = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
@@ -171,7 +179,7 @@ def main() -> None:
     started = time.perf_counter()
     with ThreadPoolExecutor(options.jobs) as pool:
         # A run whose results exist (an earlier sweep into the same --output) is reused, not repeated.
-        todo = [(command, out) for _, command, out in jobs if not (out / "results.json").exists()]
+        todo = [(command, out) for _, command, out in jobs if not finished(command, out)]
         futures = [pool.submit(run_job, command, out / "log.txt") for command, out in todo]
         for future in futures:
             future.result()
