@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +17,7 @@ import torch
 from video_cnn_rnn.data.annotations import read_csv
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
+import video_cnn_rnn.extraction as extraction
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset, is_complete
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
@@ -39,27 +42,54 @@ def make_model(seed: int = 0, backbone: str = "test_efficientnet", **overrides) 
     return VideoClassifier(**{**settings, **overrides}, num_frames=4, img_size=32)
 
 
-def trainer() -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+def trainer(precision: str = "32-true") -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
-def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Entries written per video (resolved path): one write is one extraction."""
+    counts: Counter = Counter()
+    original = extraction.write_entry
+
+    def counting(file, key, features, reason=None):
+        counts[key["video"]["path"]] += 1
+        original(file, key, features, reason)
+
+    monkeypatch.setattr(extraction, "write_entry", counting)
+    return counts
+
+
+def view_of(folder: Path) -> dict:
+    return json.loads(folder.read_text())
+
+
+def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
     model = make_model()
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
     assert is_complete(folder)
-    assert {p.name for p in folder.iterdir() if p.is_dir()} == {"train", "val", "test"}
-    stamp = (folder / "complete.json").stat().st_mtime_ns
+    assert set(view_of(folder)["splits"]) == {"train", "val", "test"}
+    assert sum(writes.values()) == 30 and set(writes.values()) == {1}
+    stamp = folder.stat().st_mtime_ns
     again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
-    assert again == folder and (folder / "complete.json").stat().st_mtime_ns == stamp
-    split = FeatureCacheDataset(folder / "test")
-    assert split.features.dtype.name == "float16" and isinstance(split.features, __import__("numpy").memmap)
+    assert again == folder and folder.stat().st_mtime_ns == stamp
+    assert sum(writes.values()) == 30  # nothing extracted again
+    item = FeatureCacheDataset(folder, "test")[0]
+    assert item["features"].dtype == torch.float16 and item["features"].shape == (item["length"], 256)
 
 
 @pytest.mark.parametrize(
     "change",
     ["num_frames", "img_size", "sampling", "weights", "backbone", "touched_video", "train_flip", "eval_flip"],
 )
-def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
+def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
     base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
     data_overrides, model = {}, make_model()
     if change == "num_frames":
@@ -79,17 +109,20 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         model = make_model(backbone="test_resnet")
     else:
         video = tmp_path / "copy"
-        import shutil
-
         shutil.copytree(synthetic_root, video)
         base = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         first_video = video / (video / "train.csv").read_text().splitlines()[1].split(",")[0]
         os.utime(first_video, ns=(time.time_ns(), time.time_ns() + 10**9))
+        writes.clear()
         changed = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         assert changed != base and is_complete(changed)
+        assert dict(writes) == {os.path.realpath(first_video): 1}  # only the touched video is extracted again
         return
+    writes.clear()
     changed = prepare_feature_cache(make_data(synthetic_root, tmp_path, **data_overrides), model.network, trainer())
     assert changed != base and is_complete(changed)
+    # A flip setting re-extracts the split it acts on (training or evaluation clips), the others every video.
+    assert 0 < sum(writes.values()) < 30 if change.endswith("_flip") else sum(writes.values()) == 30
 
 
 def test_cache_needs_a_frozen_backbone(synthetic_root: Path, tmp_path: Path) -> None:
@@ -109,12 +142,12 @@ def test_cache_records_skipped_and_damaged_videos_with_their_reasons(
     data = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="warn")
     with pytest.warns(UserWarning):
         folder = prepare_feature_cache(data, make_model().network, trainer())
-    summary = json.loads((folder / "complete.json").read_text())
+    summary = view_of(folder)
     assert summary["damaged"] == {"train": [], "val": [], "test": [damaged]}
     assert summary["skipped"] == {"train": [], "val": [], "test": [broken]}
     assert summary["reasons"][damaged].startswith("damaged stream: frame 16 (0.64 s): ")
     assert "cannot decode" in summary["reasons"][broken]
-    assert damaged in json.loads((folder / "test" / "paths.json").read_text())
+    assert damaged in FeatureCacheDataset(folder, "test").paths and broken not in FeatureCacheDataset(folder, "test").paths
     skip = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="skip")
     with pytest.warns(UserWarning):
         assert prepare_feature_cache(skip, make_model().network, trainer()) != folder
@@ -126,7 +159,7 @@ def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path
     video_data = make_data(synthetic_root, tmp_path, feature_cache=None)
     video_data.setup("fit")
     videos = torch.utils.data.DataLoader(video_data.datasets["val"], batch_size=4, collate_fn=collate_clips)
-    features = torch.utils.data.DataLoader(FeatureCacheDataset(folder / "val"), batch_size=4, collate_fn=collate_clips)
+    features = torch.utils.data.DataLoader(FeatureCacheDataset(folder, "val"), batch_size=4, collate_fn=collate_clips)
 
     from_cache, end_to_end = make_model(), make_model()
     from_cache.train(), end_to_end.train()
@@ -292,9 +325,9 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
 
 def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, tmp_path: Path) -> None:
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path, eval_clips=3), make_model().network, trainer())
-    split = FeatureCacheDataset(folder / "test")
+    split = FeatureCacheDataset(folder, "test")
     item = split[0]
-    assert split.features.shape[1] == 3 and item["features"].shape == (3, item["length"], split.features.shape[-1])
+    assert split.clips(0).shape[0] == 3 and item["features"].shape == (3, item["length"], 256)
     batch = collate_clips([split[0], split[1]])
     assert batch["features"].dim() == 4 and batch["mask"].shape[:2] == (2, 3)
     model = make_model().eval()

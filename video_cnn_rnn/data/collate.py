@@ -13,8 +13,9 @@ def _reason(path: str, message: str) -> str:
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into a padded batch.
 
-    Items hold ``frames`` (videos) or ``features`` (a feature cache: float16 ``[L, D]`` -> ``[B, T, D]``);
-    both are padded the same way.
+    Items hold ``frames`` (videos) or ``features`` (a feature store: float16 ``[L, *frame]`` -> ``[B, T, *frame]``,
+    where a frame is a vector ``[D]`` or a map ``[C, h, w]``, as the item's ``frame_dims`` says); both are padded
+    the same way.
 
     Returns ``frames`` uint8 ``[B, T, C, H, W]`` (``[B, K, T, C, H, W]`` for multi-clip items) with zero padding,
     ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
@@ -40,8 +41,9 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     max_length = int(lengths.max())
     key = "frames" if "frames" in items[0] else "features"
     first = items[0][key]
-    # Frames are [L, C, H, W] ([K, L, C, H, W] for multi-clip items); features are [L, D].
-    time_dim = first.dim() - 4 if key == "frames" else first.dim() - 2
+    # Frames are [L, C, H, W] and features [L, *frame] ([K, L, ...] for multi-clip items).
+    frame_dims = 3 if key == "frames" else items[0].get("frame_dims", 1)
+    time_dim = first.dim() - 1 - frame_dims
     shape = (len(items), *first.shape[:time_dim], max_length, *first.shape[time_dim + 1 :])
     padded = torch.zeros(shape, dtype=first.dtype)
     for row, item in enumerate(items):
