@@ -14,10 +14,10 @@ import lightning as L
 import pytest
 import torch
 
+import video_cnn_rnn.extraction as extraction
 from video_cnn_rnn.data.annotations import read_csv
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
-import video_cnn_rnn.extraction as extraction
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset, is_complete
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
@@ -147,7 +147,9 @@ def test_cache_records_skipped_and_damaged_videos_with_their_reasons(
     assert summary["skipped"] == {"train": [], "val": [], "test": [broken]}
     assert summary["reasons"][damaged].startswith("damaged stream: frame 16 (0.64 s): ")
     assert "cannot decode" in summary["reasons"][broken]
-    assert damaged in FeatureCacheDataset(folder, "test").paths and broken not in FeatureCacheDataset(folder, "test").paths
+    assert (
+        damaged in FeatureCacheDataset(folder, "test").paths and broken not in FeatureCacheDataset(folder, "test").paths
+    )
     skip = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="skip")
     with pytest.warns(UserWarning):
         assert prepare_feature_cache(skip, make_model().network, trainer()) != folder
@@ -181,34 +183,161 @@ def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path
     torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)
 
 
-def test_interrupted_extraction_leaves_no_complete_cache(synthetic_root: Path, tmp_path: Path) -> None:
+def test_interrupted_extraction_keeps_finished_entries_and_never_reads_a_half_written_one(
+    synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    """Killed while the third entry is only under its temporary name: the two finished entries are reused, the
+    half-written one is extracted again, and no view (what a run reads) exists before every entry does."""
     script = f"""
-import sys, lightning as L
+import os, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_extraction import make_data, make_model, trainer
+import video_cnn_rnn.data.feature_cache as store
 import video_cnn_rnn.extraction as extraction
-original = extraction.write_split
-def slow_write(folder, dataset, rows):
-    result = original(folder, dataset, rows)
-    print("WROTE", folder.name, flush=True)
-    import time; time.sleep(60)
-    return result
-extraction.write_split = slow_write
+
+class SlowRename:
+    calls = 0
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def replace(self, source, target):
+        SlowRename.calls += 1
+        if SlowRename.calls == 3:
+            with open(source, "r+b") as handle:
+                handle.truncate(os.path.getsize(source) // 2)  # as if killed mid-write
+            print("HALF", source, flush=True)
+            time.sleep(60)
+        os.replace(source, target)
+
+store.os = SlowRename()
 data = make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathlib").Path({str(tmp_path)!r}))
 extraction.prepare_feature_cache(data, make_model().network, trainer())
 """
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        line = process.stdout.readline()  # the first split is on disk, the others are not
-        assert line.startswith("WROTE"), line
+        line = process.stdout.readline()
+        assert line.startswith("HALF"), line
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=60)
-    leftovers = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert leftovers, "the killed run should have left its staging folder behind"
-    assert not any(is_complete(p) for p in leftovers)
+    half = Path(line.split(maxsplit=1)[1].strip())
+    assert half.is_file() and half.suffix == ".tmp"
+    assert len(list(tmp_path.rglob("*.npz"))) == 2 and not list(tmp_path.rglob("views/*.json"))
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
-    assert is_complete(folder) and folder not in leftovers
+    assert is_complete(folder) and sum(writes.values()) == 28 and set(writes.values()) == {1}
+
+
+def fold_manifests(synthetic_root: Path, folder: Path, k: int = 5) -> list:
+    """``k`` cross-validation folds over the synthetic videos, made by the ``cv`` command's own fold code."""
+    from video_cnn_rnn.crossval import stratified_group_folds, write_folds
+
+    items = read_csv(synthetic_root / "train.csv") + read_csv(synthetic_root / "test.csv")
+    return write_folds(stratified_group_folds(items, k, group=lambda path: path), folder)
+
+
+@pytest.mark.parametrize("cache_clips", [1, 2])
+def test_cross_validation_extracts_each_video_once(
+    cache_clips: int, synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    """5 folds, each a different manifest (train, held-out val, test) over the same 30 videos: every video is
+    extracted once per kind of clip it is asked for (the evaluation clip; with ``cache_clips`` > 1 also the K
+    seeded training draws, the same in every fold), and a second pass over the folds extracts nothing."""
+    folds = fold_manifests(synthetic_root, tmp_path / "folds")
+    model = make_model()
+    for _ in range(2):
+        for fold in folds:
+            data = make_data(
+                synthetic_root, tmp_path / "store", train=fold.train, test=fold.test, cache_clips=cache_clips
+            )
+            view = prepare_feature_cache(data, model.network, trainer())
+            data.setup("fit")
+            assert len(data.datasets["train"]) + len(data.datasets["val"]) == 24
+    assert len(writes) == 30
+    if cache_clips == 1:
+        assert set(writes.values()) == {1}  # one recipe: each video exactly once over the 5 folds
+    else:
+        recipes = {Path(row[2]).parent.name for split in view_of(view)["splits"].values() for row in split}
+        assert len(recipes) == 2 and max(writes.values()) == 2  # training draws + evaluation clip, once each
+    views = list((tmp_path / "store").rglob("views/*.json"))
+    assert len(views) == 5  # one small view per fold manifest
+
+
+def test_adding_videos_extracts_only_them(synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
+    rows = (synthetic_root / "test.csv").read_text().splitlines()
+    absolute = [rows[0]] + [f"{synthetic_root / row.split(',')[0]},{row.split(',')[1]}" for row in rows[1:]]
+    (tmp_path / "fewer.csv").write_text("\n".join(absolute[:-2]) + "\n")
+    (tmp_path / "more.csv").write_text("\n".join(absolute) + "\n")
+    model = make_model()
+    prepare_feature_cache(
+        make_data(synthetic_root, tmp_path / "store", test=str(tmp_path / "fewer.csv")), model.network, trainer()
+    )
+    writes.clear()
+    prepare_feature_cache(
+        make_data(synthetic_root, tmp_path / "store", test=str(tmp_path / "more.csv")), model.network, trainer()
+    )
+    added = [os.path.realpath(row.split(",")[0]) for row in absolute[-2:]]
+    assert dict(writes) == {path: 1 for path in added}
+
+
+@pytest.mark.parametrize("change", ["precision", "img_size", "crop", "weights"])
+def test_a_changed_recipe_extracts_again(change: str, synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
+    """The precision the features were computed in, the frame size, any frame setting (``crop`` stands for one
+    added to VideoDataset later) and the backbone weights are each in the key."""
+    base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
+    writes.clear()
+    data, model, precision = make_data(synthetic_root, tmp_path), make_model(), "32-true"
+    if change == "precision":
+        precision = "bf16-mixed"
+    elif change == "img_size":
+        data = make_data(synthetic_root, tmp_path, img_size=40)
+    elif change == "weights":
+        model = make_model(seed=1)
+    if change == "crop":
+        datasets = data.cache_datasets()
+        for dataset in datasets.values():
+            dataset.crop = "pad"
+        changed = extraction.build_feature_cache(model.network, datasets, tmp_path, trainer(), batch_size=6)
+    else:
+        changed = prepare_feature_cache(data, model.network, trainer(precision))
+    assert changed != base and sum(writes.values()) == 30 and set(writes.values()) == {1}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "old_format", "other_video"])
+def test_a_damaged_or_foreign_entry_is_extracted_again_never_read(
+    damage: str, synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    import numpy as np
+
+    model = make_model()
+    view = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    path, _, entry = view_of(view)["splits"]["test"][0]
+    file = view.parent.parent / entry
+    good = FeatureCacheDataset(view, "test")[0]["features"]
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:100])
+    elif damage == "old_format":
+        with np.load(file) as stored:
+            meta, features = json.loads(str(stored["meta"])), stored["features"]
+        meta["format"] -= 1
+        with open(file, "wb") as handle:
+            np.savez(handle, meta=np.array(json.dumps(meta)), features=features * 0)
+    else:
+        other = view.parent.parent / view_of(view)["splits"]["test"][1][2]
+        file.write_bytes(other.read_bytes())
+    writes.clear()
+    again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    assert again == view and dict(writes) == {os.path.realpath(path): 1}
+    torch.testing.assert_close(FeatureCacheDataset(again, "test")[0]["features"], good)
+
+
+def test_training_draws_depend_on_the_video_not_its_place_in_a_manifest(synthetic_root: Path) -> None:
+    from video_cnn_rnn.data.dataset import VideoDataset
+
+    items = read_csv(synthetic_root / "train.csv")[:3]
+    forward = VideoDataset(items, num_frames=4, img_size=32, augment=True, clips_per_video=2)
+    backward = VideoDataset(items[::-1], num_frames=4, img_size=32, augment=True, clips_per_video=2)
+    assert torch.equal(forward[0]["frames"], backward[2]["frames"])
+    reseeded = VideoDataset(items, num_frames=4, img_size=32, augment=True, clips_per_video=2, seed=7)
+    assert any(not torch.equal(forward[i]["frames"], reseeded[i]["frames"]) for i in range(3))
 
 
 @pytest.mark.slow
