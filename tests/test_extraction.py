@@ -374,15 +374,16 @@ def test_ddp_extraction_equals_single_process(synthetic_root: Path, tmp_path: Pa
             [sys.executable, "-m", "video_cnn_rnn", "extract", *args], capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        (folder,) = [p for p in (tmp_path / name).iterdir() if is_complete(p)]
+        (folder,) = (tmp_path / name).rglob("views/*.json")
         folders[name] = folder
-    assert folders["single"].name == folders["ddp"].name  # same fingerprint
+        # Every video extracted once, by one of the ranks: no rank repeated another's share.
+        assert len(list((tmp_path / name).rglob("*.npz"))) == 30
+    assert folders["single"].name == folders["ddp"].name  # same view: same entries (keys), rows and labels
     for split in ("train", "val", "test"):
-        single, ddp = (FeatureCacheDataset(folders[k] / split) for k in ("single", "ddp"))
-        assert single.paths == ddp.paths
-        np.testing.assert_array_equal(single.labels, ddp.labels)
-        np.testing.assert_array_equal(single.lengths, ddp.lengths)
-        np.testing.assert_array_equal(np.asarray(single.features), np.asarray(ddp.features))
+        single, ddp = (FeatureCacheDataset(folders[k], split) for k in ("single", "ddp"))
+        assert single.rows == ddp.rows
+        for index in range(len(single)):
+            np.testing.assert_array_equal(single.clips(index), ddp.clips(index))
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
@@ -417,7 +418,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
         return result.stdout
 
     cli("fit", *cached)
-    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    (folder,) = cache.rglob("views/*.json")
     assert "using feature cache" in cli("fit", *cached, "--ckpt_path", "last", "--trainer.max_epochs", "3")
     checkpoint = str(runs / "tiny" / "checkpoints" / "best.ckpt")
     reports = {}
@@ -439,7 +440,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     model = VideoClassifier.load_from_checkpoint(checkpoint)
     in_python = {path: model.predict_video(path, top_k=1)[0] for path in test_videos}
 
-    assert [p for p in cache.iterdir() if p.is_dir()] == [folder]  # fit, test and extract: one cache folder
+    assert list(cache.rglob("views/*.json")) == [folder]  # fit, test and extract: one view of one store
     assert [r["path"] for r in reports["cached"]] == test_videos
     for cached_row, raw_row in zip(reports["cached"], reports["raw"], strict=True):
         path = raw_row["path"]
