@@ -316,10 +316,12 @@ def test_a_damaged_or_foreign_entry_is_extracted_again_never_read(
         file.write_bytes(file.read_bytes()[:100])
     elif damage == "old_format":
         with np.load(file) as stored:
-            meta, features = json.loads(str(stored["meta"])), stored["features"]
+            arrays = {name: stored[name] for name in stored.files}
+        meta = json.loads(str(arrays["meta"]))
         meta["format"] -= 1
+        arrays["meta"], arrays["0"] = np.array(json.dumps(meta)), arrays["0"] * 0  # features that must not be read
         with open(file, "wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(meta)), features=features * 0)
+            np.savez(handle, **arrays)
     else:
         other = view.parent.parent / view_of(view)["splits"]["test"][1][2]
         file.write_bytes(other.read_bytes())

@@ -89,7 +89,7 @@ def test_only_a_complete_entry_of_exactly_this_key_is_read(tmp_path: Path) -> No
     # An entry of another format version, even under this name and key.
     meta = {"format": STORE_FORMAT - 1, "key": key(), "status": "ok", "reason": None}
     with open(file, "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), features=np.ones((1, 2, 3), np.float16))
+        np.savez(handle, **{"meta": np.array(json.dumps(meta)), "0": np.ones((2, 3), np.float16)})
     assert read_entry_meta(file, key()) is None
     assert not list(tmp_path.rglob("*.tmp"))  # writes leave no temporary behind
 

@@ -2,7 +2,7 @@
 
 One entry per video and feature recipe, shared by every manifest, fold and recipe that asks for the same features:
 
-    <root>/v2/<recipe digest>/<video digest>.npz     an entry: "meta" (JSON) and "features" float16 [K, L, *frame]
+    <root>/v2/<recipe digest>/<video digest>.npz     an entry: "meta" (JSON), clips "0".."K-1" float16 [L, *frame]
     <root>/v2/views/<digest>.json                    a view: one manifest's splits -> (path, label, entry)
 
 An entry's key is the video's identity (resolved path, size, mtime) plus its recipe: everything that changes the
@@ -11,7 +11,8 @@ features (backbone and weights digest, precision, per-frame feature shape, every
 so an entry of another version or other settings is never read as valid, whatever its name. Entries are written
 to a temporary name and renamed: a killed writer leaves a ``.*.tmp`` file that is never read, and a truncated
 entry has no zip directory and fails to open, so it is extracted again. ``K`` clips of ``L`` real frames (no
-padding); a frame's features are a vector ``[D]`` or a feature map ``[C, h, w]``, whatever the network gives.
+padding), one member each so that training reads only the clip it draws; a frame's features are a vector ``[D]``
+or a feature map ``[C, h, w]``, whatever the network gives.
 
 A view is what a run reads: written once every entry it names is valid. Who extracts is ``video_cnn_rnn.extraction``.
 """
@@ -69,8 +70,8 @@ def write_entry(file: Path, key: dict[str, Any], features: np.ndarray | None, re
     status = "skipped" if features is None else "damaged" if reason else "ok"
     meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason}
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
-    if features is not None:
-        arrays["features"] = np.ascontiguousarray(features, dtype=np.float16)
+    for k, clip in enumerate([] if features is None else features):
+        arrays[str(k)] = np.ascontiguousarray(clip, dtype=np.float16)  # [L, *frame]
     file.parent.mkdir(parents=True, exist_ok=True)
     temporary = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -89,7 +90,7 @@ def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
             meta = json.loads(str(entry["meta"]))
             if meta.get("format") != STORE_FORMAT or meta.get("key") != key:
                 return None
-            if meta["status"] != "skipped" and "features.npy" not in entry.zip.namelist():
+            if meta["status"] != "skipped" and "0" not in entry.files:
                 return None
             return meta
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
@@ -137,19 +138,23 @@ class FeatureCacheDataset(Dataset):
     def clips(self, index: int) -> np.ndarray:
         """All stored clips of video ``index``: float16 [K, L, *frame]."""
         with np.load(self.store / self.rows[index][2]) as entry:
-            return entry["features"]
+            return np.stack([entry[str(k)] for k in range(len(entry.files) - 1)])  # every member but "meta"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        features = self.clips(index)  # [K, L, *frame]
-        (clips, length), frame_dims = features.shape[:2], features.ndim - 2
-        if self.augment or clips == 1:
-            # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the
-            # drawn clip does not depend on the worker that loads the item and is reproduced after a resume.
-            features = features[random.randrange(clips) if self.augment else 0]  # [L, *frame]
+        with np.load(self.store / self.rows[index][2]) as entry:
+            clips = len(entry.files) - 1  # every member but "meta"
+            if self.augment or clips == 1:
+                # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the
+                # drawn clip does not depend on the worker that loads the item and is reproduced after a resume.
+                features = entry[str(random.randrange(clips) if self.augment else 0)]  # [L, *frame]
+                frame_dims = features.ndim - 1
+            else:
+                features = np.stack([entry[str(k)] for k in range(clips)])  # [K, L, *frame]
+                frame_dims = features.ndim - 2
         _, label, _ = self.rows[index]
         return {
-            "features": torch.from_numpy(np.ascontiguousarray(features)),
-            "length": length,
+            "features": torch.from_numpy(features),
+            "length": features.shape[-1 - frame_dims],
             "label": None if label < 0 else label,
             "path": self.paths[index],
             "frame_dims": frame_dims,  # tells collate_clips [K, L, D] from a map [L, C, h, w]
