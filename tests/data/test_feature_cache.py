@@ -94,6 +94,12 @@ def test_only_a_complete_entry_of_exactly_this_key_is_read(tmp_path: Path) -> No
     assert not list(tmp_path.rglob("*.tmp"))  # writes leave no temporary behind
 
 
+def test_a_setting_that_is_a_tuple_still_matches(tmp_path: Path) -> None:
+    tupled = {"recipe": {"frames": {"crop": ("pad", 0.5)}}, "video": {"path": "a.mp4"}}
+    write_entry(tmp_path / "a.npz", tupled, np.ones((1, 2, 3)))
+    assert read_entry_meta(tmp_path / "a.npz", tupled) is not None
+
+
 def test_a_skipped_video_is_remembered_with_its_reason(tmp_path: Path) -> None:
     file = entry_path(tmp_path, key())
     write_entry(file, key(), None, "cannot decode")

@@ -88,7 +88,8 @@ def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         # A zip's directory is written last: a truncated entry fails to open here.
         with np.load(file) as entry:
             meta = json.loads(str(entry["meta"]))
-            if meta.get("format") != STORE_FORMAT or meta.get("key") != key:
+            # Compared as JSON, which the stored key went through (a tuple setting reads back as a list).
+            if meta.get("format") != STORE_FORMAT or meta.get("key") != json.loads(json.dumps(key)):
                 return None
             if meta["status"] != "skipped" and "0" not in entry.files:
                 return None
