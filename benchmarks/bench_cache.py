@@ -233,7 +233,7 @@ def clip_items(pool: list[Path], count: int, num_classes: int) -> list[tuple[str
 
 
 def time_cache_build(model: VideoClassifier, dataset: VideoDataset, workers: int, keep: Path | None) -> float:
-    """Seconds for one fresh build_feature_cache (fingerprint, predict, assembly); the folder moves to ``keep``."""
+    """Seconds for one fresh build_feature_cache (keys, predict, entries, view); the store moves to ``keep``."""
     root = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     try:
         start = time.perf_counter()
@@ -242,7 +242,7 @@ def time_cache_build(model: VideoClassifier, dataset: VideoDataset, workers: int
         )
         seconds = time.perf_counter() - start
         if keep is not None and not keep.exists():
-            shutil.move(str(folder), keep)
+            shutil.move(str(folder.parent.parent), keep)  # <root>/v2, holding the entries and the view
         return seconds
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -317,11 +317,11 @@ def epoch_loader(dataset: Any, workers: int) -> DataLoader:
     )
 
 
-def bench_epochs(items: list[tuple[str, int]], cache_folder: Path, args: argparse.Namespace) -> None:
+def bench_epochs(items: list[tuple[str, int]], cache_view: Path, args: argparse.Namespace) -> None:
     """Head-only epoch from the cache vs end-to-end frozen epoch decoding the same videos."""
     n = min(args.epoch_clips, len(items))
     model = VideoClassifier(backbone="efficientnet_lite0", num_classes=args.num_classes, num_frames=20)
-    cached = Subset(FeatureCacheDataset(cache_folder, augment=True), range(n))
+    cached = Subset(FeatureCacheDataset(cache_view, "train", augment=True), range(n))
     videos = VideoDataset(items[:n], num_frames=20, img_size=224, sampling="first", augment=True, backend=args.backend)
     cases = {
         f"from cache (FeatureCacheDataset, {args.workers} workers)": lambda: time_fit_epoch(
@@ -409,7 +409,7 @@ def main() -> None:
         else:
             bench_seed_workload(model, items, args, keep)
         if "epochs" not in args.skip:
-            bench_epochs(items, keep / "train", args)
+            bench_epochs(items, next(keep.glob("views/*.json")), args)
     finally:
         shutil.rmtree(keep.parent, ignore_errors=True)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min")

@@ -121,6 +121,8 @@ def test_cv_runs_fit_and_test_per_fold_beside_the_linear_probe(synthetic_root: P
     ]  # fmt: skip
     results = cv_main(args, run_cli)
     assert list(results) == ["linear_probe", "gru"] and all(len(rows) == 2 for rows in results.values())
+    # Both recipes, both folds, fit and test: one feature store entry per video (18), extracted once.
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 18
     saved = json.loads((tmp_path / "cv" / "results.json").read_text())
     assert [Fold(**fold) for fold in saved["folds"]] == folds_from_folder(tmp_path / "cv" / "folds")
     for name in results:

@@ -25,6 +25,7 @@ from timm.data import resolve_model_data_config
 
 from video_cnn_rnn.cli import run_cli
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
 
@@ -391,15 +392,17 @@ def test_feature_cache_extracted_on_gpu_matches_cpu_and_trains_on_gpu(synthetic_
         model.network,
         make_trainer(tmp_path, accelerator="cpu"),
     )
-    assert folder_gpu.name == folder_cpu.name  # the same fingerprint: the weights did not change on the way
     for split in ("train", "val", "test"):
-        for name in ("lengths.npy", "labels.npy"):
-            np.testing.assert_array_equal(np.load(folder_gpu / split / name), np.load(folder_cpu / split / name))
-        assert json.loads((folder_gpu / split / "paths.json").read_text()) == json.loads(
-            (folder_cpu / split / "paths.json").read_text()
-        )
-        gpu = torch.from_numpy(np.load(folder_gpu / split / "features.npy")).float()
-        cpu = torch.from_numpy(np.load(folder_cpu / split / "features.npy")).float()
+        store_gpu, store_cpu = FeatureCacheDataset(folder_gpu, split), FeatureCacheDataset(folder_cpu, split)
+        assert [(path, label) for path, label, _ in store_gpu.rows] == [(p, label) for p, label, _ in store_cpu.rows]
+        keys = []
+        for dataset in (store_gpu, store_cpu):
+            with np.load(dataset.store / dataset.rows[0][2]) as entry:
+                keys.append(json.loads(str(entry["meta"]))["key"]["recipe"])
+        assert keys[0]["weights"] == keys[1]["weights"]  # the weights did not change on the way
+        assert (keys[0]["precision"], keys[1]["precision"]) == ("16-mixed", "32-true")  # precision is in the key
+        gpu = torch.cat([torch.from_numpy(store_gpu.clips(i)).float().flatten() for i in range(len(store_gpu))])
+        cpu = torch.cat([torch.from_numpy(store_cpu.clips(i)).float().flatten() for i in range(len(store_cpu))])
         assert torch.isfinite(gpu).all() and gpu.abs().max() > 0
         # test_efficientnet's features are small (|x| < 0.05); fp16 autocast moves them by ~1e-5 on the CPU.
         torch.testing.assert_close(gpu, cpu, atol=2e-4, rtol=2e-2)

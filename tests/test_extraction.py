@@ -2,16 +2,19 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+import video_cnn_rnn.extraction as extraction
 from video_cnn_rnn.data.annotations import read_csv
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
@@ -39,27 +42,54 @@ def make_model(seed: int = 0, backbone: str = "test_efficientnet", **overrides) 
     return VideoClassifier(**{**settings, **overrides}, num_frames=4, img_size=32)
 
 
-def trainer() -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+def trainer(precision: str = "32-true") -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
-def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Entries written per video (resolved path): one write is one extraction."""
+    counts: Counter = Counter()
+    original = extraction.write_entry
+
+    def counting(file, key, features, reason=None):
+        counts[key["video"]["path"]] += 1
+        original(file, key, features, reason)
+
+    monkeypatch.setattr(extraction, "write_entry", counting)
+    return counts
+
+
+def view_of(folder: Path) -> dict:
+    return json.loads(folder.read_text())
+
+
+def test_cache_is_created_then_reused(synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
     model = make_model()
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
     assert is_complete(folder)
-    assert {p.name for p in folder.iterdir() if p.is_dir()} == {"train", "val", "test"}
-    stamp = (folder / "complete.json").stat().st_mtime_ns
+    assert set(view_of(folder)["splits"]) == {"train", "val", "test"}
+    assert sum(writes.values()) == 30 and set(writes.values()) == {1}
+    stamp = folder.stat().st_mtime_ns
     again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
-    assert again == folder and (folder / "complete.json").stat().st_mtime_ns == stamp
-    split = FeatureCacheDataset(folder / "test")
-    assert split.features.dtype.name == "float16" and isinstance(split.features, __import__("numpy").memmap)
+    assert again == folder and folder.stat().st_mtime_ns == stamp
+    assert sum(writes.values()) == 30  # nothing extracted again
+    item = FeatureCacheDataset(folder, "test")[0]
+    assert item["features"].dtype == torch.float16 and item["features"].shape == (item["length"], 256)
 
 
 @pytest.mark.parametrize(
     "change",
     ["num_frames", "img_size", "crop", "sampling", "weights", "backbone", "touched_video", "train_flip", "eval_flip"],
 )
-def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path) -> None:
+def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
     base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
     data_overrides, model = {}, make_model()
     if change == "num_frames":
@@ -81,17 +111,20 @@ def test_every_key_change_invalidates(change: str, synthetic_root: Path, tmp_pat
         model = make_model(backbone="test_resnet")
     else:
         video = tmp_path / "copy"
-        import shutil
-
         shutil.copytree(synthetic_root, video)
         base = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         first_video = video / (video / "train.csv").read_text().splitlines()[1].split(",")[0]
         os.utime(first_video, ns=(time.time_ns(), time.time_ns() + 10**9))
+        writes.clear()
         changed = prepare_feature_cache(make_data(video, tmp_path), make_model().network, trainer())
         assert changed != base and is_complete(changed)
+        assert dict(writes) == {os.path.realpath(first_video): 1}  # only the touched video is extracted again
         return
+    writes.clear()
     changed = prepare_feature_cache(make_data(synthetic_root, tmp_path, **data_overrides), model.network, trainer())
     assert changed != base and is_complete(changed)
+    # A flip setting re-extracts the split it acts on (training or evaluation clips), the others every video.
+    assert 0 < sum(writes.values()) < 30 if change.endswith("_flip") else sum(writes.values()) == 30
 
 
 def test_cache_needs_a_frozen_backbone(synthetic_root: Path, tmp_path: Path) -> None:
@@ -111,12 +144,14 @@ def test_cache_records_skipped_and_damaged_videos_with_their_reasons(
     data = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="warn")
     with pytest.warns(UserWarning):
         folder = prepare_feature_cache(data, make_model().network, trainer())
-    summary = json.loads((folder / "complete.json").read_text())
+    summary = view_of(folder)
     assert summary["damaged"] == {"train": [], "val": [], "test": [damaged]}
     assert summary["skipped"] == {"train": [], "val": [], "test": [broken]}
     assert summary["reasons"][damaged].startswith("damaged stream: frame 16 (0.64 s): ")
     assert "cannot decode" in summary["reasons"][broken]
-    assert damaged in json.loads((folder / "test" / "paths.json").read_text())
+    assert (
+        damaged in FeatureCacheDataset(folder, "test").paths and broken not in FeatureCacheDataset(folder, "test").paths
+    )
     skip = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="skip")
     with pytest.warns(UserWarning):
         assert prepare_feature_cache(skip, make_model().network, trainer()) != folder
@@ -128,7 +163,7 @@ def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path
     video_data = make_data(synthetic_root, tmp_path, feature_cache=None)
     video_data.setup("fit")
     videos = torch.utils.data.DataLoader(video_data.datasets["val"], batch_size=4, collate_fn=collate_clips)
-    features = torch.utils.data.DataLoader(FeatureCacheDataset(folder / "val"), batch_size=4, collate_fn=collate_clips)
+    features = torch.utils.data.DataLoader(FeatureCacheDataset(folder, "val"), batch_size=4, collate_fn=collate_clips)
 
     from_cache, end_to_end = make_model(), make_model()
     from_cache.train(), end_to_end.train()
@@ -150,34 +185,163 @@ def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path
     torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)
 
 
-def test_interrupted_extraction_leaves_no_complete_cache(synthetic_root: Path, tmp_path: Path) -> None:
+def test_interrupted_extraction_keeps_finished_entries_and_never_reads_a_half_written_one(
+    synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    """Killed while the third entry is only under its temporary name: the two finished entries are reused, the
+    half-written one is extracted again, and no view (what a run reads) exists before every entry does."""
     script = f"""
-import sys, lightning as L
+import os, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_extraction import make_data, make_model, trainer
+import video_cnn_rnn.data.feature_cache as store
 import video_cnn_rnn.extraction as extraction
-original = extraction.write_split
-def slow_write(folder, dataset, rows):
-    result = original(folder, dataset, rows)
-    print("WROTE", folder.name, flush=True)
-    import time; time.sleep(60)
-    return result
-extraction.write_split = slow_write
+
+class SlowRename:
+    calls = 0
+    def __getattr__(self, name):
+        return getattr(os, name)
+    def replace(self, source, target):
+        SlowRename.calls += 1
+        if SlowRename.calls == 3:
+            with open(source, "r+b") as handle:
+                handle.truncate(os.path.getsize(source) // 2)  # as if killed mid-write
+            print("HALF", source, flush=True)
+            time.sleep(60)
+        os.replace(source, target)
+
+store.os = SlowRename()
 data = make_data(__import__("pathlib").Path({str(synthetic_root)!r}), __import__("pathlib").Path({str(tmp_path)!r}))
 extraction.prepare_feature_cache(data, make_model().network, trainer())
 """
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        line = process.stdout.readline()  # the first split is on disk, the others are not
-        assert line.startswith("WROTE"), line
+        line = process.stdout.readline()
+        assert line.startswith("HALF"), line
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait(timeout=60)
-    leftovers = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert leftovers, "the killed run should have left its staging folder behind"
-    assert not any(is_complete(p) for p in leftovers)
+    half = Path(line.split(maxsplit=1)[1].strip())
+    assert half.is_file() and half.suffix == ".tmp"
+    assert len(list(tmp_path.rglob("*.npz"))) == 2 and not list(tmp_path.rglob("views/*.json"))
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
-    assert is_complete(folder) and folder not in leftovers
+    assert is_complete(folder) and sum(writes.values()) == 28 and set(writes.values()) == {1}
+
+
+def fold_manifests(synthetic_root: Path, folder: Path, k: int = 5) -> list:
+    """``k`` cross-validation folds over the synthetic videos, made by the ``cv`` command's own fold code."""
+    from video_cnn_rnn.crossval import stratified_group_folds, write_folds
+
+    items = read_csv(synthetic_root / "train.csv") + read_csv(synthetic_root / "test.csv")
+    return write_folds(stratified_group_folds(items, k, group=lambda path: path), folder)
+
+
+@pytest.mark.parametrize("cache_clips", [1, 2])
+def test_cross_validation_extracts_each_video_once(
+    cache_clips: int, synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    """5 folds, each a different manifest (train, held-out val, test) over the same 30 videos: every video is
+    extracted once per kind of clip it is asked for (the evaluation clip; with ``cache_clips`` > 1 also the K
+    seeded training draws, the same in every fold), and a second pass over the folds extracts nothing."""
+    folds = fold_manifests(synthetic_root, tmp_path / "folds")
+    model = make_model()
+    for _ in range(2):
+        for fold in folds:
+            data = make_data(
+                synthetic_root, tmp_path / "store", train=fold.train, test=fold.test, cache_clips=cache_clips
+            )
+            view = prepare_feature_cache(data, model.network, trainer())
+            data.setup("fit")
+            assert len(data.datasets["train"]) + len(data.datasets["val"]) == 24
+    assert len(writes) == 30
+    if cache_clips == 1:
+        assert set(writes.values()) == {1}  # one recipe: each video exactly once over the 5 folds
+    else:
+        recipes = {Path(row[2]).parent.name for split in view_of(view)["splits"].values() for row in split}
+        assert len(recipes) == 2 and max(writes.values()) == 2  # training draws + evaluation clip, once each
+    views = list((tmp_path / "store").rglob("views/*.json"))
+    assert len(views) == 5  # one small view per fold manifest
+
+
+def test_adding_videos_extracts_only_them(synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
+    rows = (synthetic_root / "test.csv").read_text().splitlines()
+    absolute = [rows[0]] + [f"{synthetic_root / row.split(',')[0]},{row.split(',')[1]}" for row in rows[1:]]
+    (tmp_path / "fewer.csv").write_text("\n".join(absolute[:-2]) + "\n")
+    (tmp_path / "more.csv").write_text("\n".join(absolute) + "\n")
+    model = make_model()
+    prepare_feature_cache(
+        make_data(synthetic_root, tmp_path / "store", test=str(tmp_path / "fewer.csv")), model.network, trainer()
+    )
+    writes.clear()
+    prepare_feature_cache(
+        make_data(synthetic_root, tmp_path / "store", test=str(tmp_path / "more.csv")), model.network, trainer()
+    )
+    added = [os.path.realpath(row.split(",")[0]) for row in absolute[-2:]]
+    assert dict(writes) == {path: 1 for path in added}
+
+
+@pytest.mark.parametrize("change", ["precision", "img_size", "crop", "weights"])
+def test_a_changed_recipe_extracts_again(change: str, synthetic_root: Path, tmp_path: Path, writes: Counter) -> None:
+    """The precision the features were computed in, the frame size, any frame setting (``crop`` stands for one
+    added to VideoDataset later) and the backbone weights are each in the key."""
+    base = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
+    writes.clear()
+    data, model, precision = make_data(synthetic_root, tmp_path), make_model(), "32-true"
+    if change == "precision":
+        precision = "bf16-mixed"
+    elif change == "img_size":
+        data = make_data(synthetic_root, tmp_path, img_size=40)
+    elif change == "weights":
+        model = make_model(seed=1)
+    if change == "crop":
+        datasets = data.cache_datasets()
+        for dataset in datasets.values():
+            dataset.crop = "pad"
+        changed = extraction.build_feature_cache(model.network, datasets, tmp_path, trainer(), batch_size=6)
+    else:
+        changed = prepare_feature_cache(data, model.network, trainer(precision))
+    assert changed != base and sum(writes.values()) == 30 and set(writes.values()) == {1}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "old_format", "other_video"])
+def test_a_damaged_or_foreign_entry_is_extracted_again_never_read(
+    damage: str, synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    import numpy as np
+
+    model = make_model()
+    view = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    path, _, entry = view_of(view)["splits"]["test"][0]
+    file = view.parent.parent / entry
+    good = FeatureCacheDataset(view, "test")[0]["features"]
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:100])
+    elif damage == "old_format":
+        with np.load(file) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        meta = json.loads(str(arrays["meta"]))
+        meta["format"] -= 1
+        arrays["meta"], arrays["0"] = np.array(json.dumps(meta)), arrays["0"] * 0  # features that must not be read
+        with open(file, "wb") as handle:
+            np.savez(handle, **arrays)
+    else:
+        other = view.parent.parent / view_of(view)["splits"]["test"][1][2]
+        file.write_bytes(other.read_bytes())
+    writes.clear()
+    again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    assert again == view and dict(writes) == {os.path.realpath(path): 1}
+    torch.testing.assert_close(FeatureCacheDataset(again, "test")[0]["features"], good)
+
+
+def test_training_draws_depend_on_the_video_not_its_place_in_a_manifest(synthetic_root: Path) -> None:
+    from video_cnn_rnn.data.dataset import VideoDataset
+
+    items = read_csv(synthetic_root / "train.csv")[:3]
+    forward = VideoDataset(items, num_frames=4, img_size=32, augment=True, clips_per_video=2)
+    backward = VideoDataset(items[::-1], num_frames=4, img_size=32, augment=True, clips_per_video=2)
+    assert torch.equal(forward[0]["frames"], backward[2]["frames"])
+    reseeded = VideoDataset(items, num_frames=4, img_size=32, augment=True, clips_per_video=2, seed=7)
+    assert any(not torch.equal(forward[i]["frames"], reseeded[i]["frames"]) for i in range(3))
 
 
 @pytest.mark.slow
@@ -214,15 +378,16 @@ def test_ddp_extraction_equals_single_process(synthetic_root: Path, tmp_path: Pa
             [sys.executable, "-m", "video_cnn_rnn", "extract", *args], capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        (folder,) = [p for p in (tmp_path / name).iterdir() if is_complete(p)]
+        (folder,) = (tmp_path / name).rglob("views/*.json")
         folders[name] = folder
-    assert folders["single"].name == folders["ddp"].name  # same fingerprint
+        # Every video extracted once, by one of the ranks: no rank repeated another's share.
+        assert len(list((tmp_path / name).rglob("*.npz"))) == 30
+    assert folders["single"].name == folders["ddp"].name  # same view: same entries (keys), rows and labels
     for split in ("train", "val", "test"):
-        single, ddp = (FeatureCacheDataset(folders[k] / split) for k in ("single", "ddp"))
-        assert single.paths == ddp.paths
-        np.testing.assert_array_equal(single.labels, ddp.labels)
-        np.testing.assert_array_equal(single.lengths, ddp.lengths)
-        np.testing.assert_array_equal(np.asarray(single.features), np.asarray(ddp.features))
+        single, ddp = (FeatureCacheDataset(folders[k], split) for k in ("single", "ddp"))
+        assert single.rows == ddp.rows
+        for index in range(len(single)):
+            np.testing.assert_array_equal(single.clips(index), ddp.clips(index))
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, str]]:
@@ -257,7 +422,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
         return result.stdout
 
     cli("fit", *cached)
-    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    (folder,) = cache.rglob("views/*.json")
     assert "using feature cache" in cli("fit", *cached, "--ckpt_path", "last", "--trainer.max_epochs", "3")
     checkpoint = str(runs / "tiny" / "checkpoints" / "best.ckpt")
     reports = {}
@@ -279,7 +444,7 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
     model = VideoClassifier.load_from_checkpoint(checkpoint)
     in_python = {path: model.predict_video(path, top_k=1)[0] for path in test_videos}
 
-    assert [p for p in cache.iterdir() if p.is_dir()] == [folder]  # fit, test and extract: one cache folder
+    assert list(cache.rglob("views/*.json")) == [folder]  # fit, test and extract: one view of one store
     assert [r["path"] for r in reports["cached"]] == test_videos
     for cached_row, raw_row in zip(reports["cached"], reports["raw"], strict=True):
         path = raw_row["path"]
@@ -294,9 +459,9 @@ def test_checkpoint_evaluated_through_the_cache_equals_raw_videos(synthetic_root
 
 def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, tmp_path: Path) -> None:
     folder = prepare_feature_cache(make_data(synthetic_root, tmp_path, eval_clips=3), make_model().network, trainer())
-    split = FeatureCacheDataset(folder / "test")
+    split = FeatureCacheDataset(folder, "test")
     item = split[0]
-    assert split.features.shape[1] == 3 and item["features"].shape == (3, item["length"], split.features.shape[-1])
+    assert split.clips(0).shape[0] == 3 and item["features"].shape == (3, item["length"], 256)
     batch = collate_clips([split[0], split[1]])
     assert batch["features"].dim() == 4 and batch["mask"].shape[:2] == (2, 3)
     model = make_model().eval()

@@ -190,7 +190,7 @@ def extract_main(args: list[str]) -> None:
         raise SystemExit("video-cnn-rnn extract: set data.feature_cache to the cache's root folder")
     cli.prepare_run()
     if cli.trainer.is_global_zero:
-        print(f"feature cache ready: {cli.datamodule.cache_folder}")
+        print(f"feature cache ready: {cli.datamodule.cache_view}")
 
 
 def synthetic_main(args: list[str]) -> None:

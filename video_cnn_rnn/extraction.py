@@ -1,30 +1,35 @@
-"""Feature extraction: run a network's frozen backbone over datasets once, into a feature cache.
+"""Feature extraction: run a network's frozen backbone over videos once, into the feature store.
 
-The Keras examples extract features once and train on arrays; this makes that path safe. A cache folder is named
-by a fingerprint of everything that changes its content (manifest with file sizes and mtimes, backbone name and
-weights, frame settings, clip counts, sampling seed), so a changed input means a new folder, never a stale cache.
-Extraction writes into a temporary folder and renames it only when every split is written. The on-disk format and
-its reader are ``video_cnn_rnn.data.feature_cache``; this module sits above the data and model layers.
+The Keras examples extract features once and train on arrays; this makes that path safe and shared. Features are
+stored per video (``video_cnn_rnn.data.feature_cache``), keyed by the file's identity and everything that changes
+them (backbone name and weights, precision, per-frame feature shape, every frame setting, format version): any
+manifest, fold or recipe that needs a video's features again reads them, so a 5-fold cross-validation extracts each
+video once, and adding videos extracts only the new ones. Each entry is written atomically as soon as its batch
+is computed; an interrupted extraction keeps what it finished. This module sits above the data and model layers.
 """
 
+import copy
 import hashlib
-import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from video_cnn_rnn.data.collate import collate_clips, flatten_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.feature_cache import CACHE_FORMAT, is_complete, write_split
+from video_cnn_rnn.data.feature_cache import (
+    STORE_FORMAT,
+    entry_path,
+    frame_settings,
+    read_entry_meta,
+    video_identity,
+    write_entry,
+    write_view,
+)
 from video_cnn_rnn.models.network import VideoNetwork
 
 
@@ -36,39 +41,41 @@ def _weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) -> str:
-    """A hash of everything that determines the cached features."""
-    manifest = {}
-    for split, dataset in sorted(datasets.items()):
-        entries = []
-        for path, label in dataset.items:
-            stat = os.stat(path)
-            entries.append((path, stat.st_size, stat.st_mtime_ns, label))
-        manifest[split] = {
-            "items": entries,
-            "num_frames": dataset.num_frames,
-            "img_size": dataset.img_size,
-            "sampling": dataset.sampling,
-            "stride": dataset.stride,
-            "target_fps": dataset.target_fps,
-            "clips": dataset.clips_per_video,
-            "random_flip": dataset.random_flip,
-            "mirrored_views": dataset.mirrored_views,
-            "training": dataset.augment,  # the key keeps existing caches valid
-            "seed": dataset.seed,
-            "crop": dataset.crop,
-        }
-        if dataset.on_error == "warn":  # damaged videos cached with their clean frames; only then, so that
-            manifest[split]["on_error"] = "warn"  # caches made before the setting existed stay valid
-    key = {
-        "format": CACHE_FORMAT,
+def _frame_feature_shape(network: VideoNetwork, img_size: int) -> list[int]:
+    """The per-frame feature shape ``network.extract_features`` gives (``[D]``, or ``[C, h, w]`` for feature maps),
+    from one black frame; modules are put back in the mode they were in (BatchNorm statistics must not move)."""
+    modes = {module: module.training for module in network.modules()}
+    network.eval()
+    try:
+        with torch.no_grad():
+            frame = torch.zeros(1, 1, 3, img_size, img_size, dtype=torch.uint8)
+            features = network.extract_features(frame, torch.ones(1, 1, dtype=torch.bool))  # [1, 1, *frame]
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return list(features.shape[2:])
+
+
+def recipe_key(network: VideoNetwork, dataset: VideoDataset, precision: str, weights: str) -> dict[str, Any]:
+    """Everything but the video that determines a stored entry's features."""
+    return {
+        "format": STORE_FORMAT,
         "backbone": network.backbone_name,
-        "weights": _weights_digest(network.backbone),
-        "manifest": manifest,
+        "weights": weights,
+        "precision": str(precision),
+        "frame_features": _frame_feature_shape(network, dataset.img_size),
+        "frames": frame_settings(dataset),
     }
-    if network.spatial_pool != "avg":  # feature maps, not vectors; only then, so existing caches stay valid
-        key["spatial_pool"] = network.spatial_pool
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _entries(store: Path, recipe: dict[str, Any]) -> Callable[[str], tuple[Path, dict[str, Any]]]:
+    """path -> (entry file, full key) of one recipe."""
+
+    def locate(path: str) -> tuple[Path, dict[str, Any]]:
+        key = {"recipe": recipe, "video": video_identity(path)}
+        return entry_path(store, key), key
+
+    return locate
 
 
 class _RoundRobinBatches(Sampler[list[int]]):
@@ -90,7 +97,7 @@ class _Extractor(L.LightningModule):
     """Runs a VideoNetwork's backbone on real frames only, for Trainer.predict (and so for DDP).
 
     Its loader cuts the dataset into the same batches whatever the number of processes and deals whole batches
-    to ranks round-robin: a clip is always computed in the same batch, so a DDP cache is bit-identical to a
+    to ranks round-robin: a clip is always computed in the same batch, so a DDP store is bit-identical to a
     single-process one (CPU and GPU kernels may round differently for different batch compositions).
     """
 
@@ -100,12 +107,14 @@ class _Extractor(L.LightningModule):
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
 
     def predict_dataloader(self) -> DataLoader:
-        # Called after the processes started, so global_rank is this process's.
-        batches = _RoundRobinBatches(
-            len(self.dataset), self.batch_size, self.trainer.global_rank, self.trainer.world_size
-        )
+        # Called after the processes started, so global_rank is this process's. Every rank extracts from rank 0's
+        # list of missing videos, so the ranks' shares are disjoint and cover it even if another run wrote
+        # entries in between.
+        dataset = copy.copy(self.dataset)
+        dataset.items = self.trainer.strategy.broadcast(self.dataset.items, src=0)
+        batches = _RoundRobinBatches(len(dataset), self.batch_size, self.trainer.global_rank, self.trainer.world_size)
         return DataLoader(
-            self.dataset,
+            dataset,
             batch_sampler=batches,
             collate_fn=collate_clips,
             num_workers=self.num_workers,
@@ -114,31 +123,24 @@ class _Extractor(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         frames, mask, clips = flatten_clips(batch["frames"], batch["mask"].bool())
-        features = self.network.extract_features(frames, mask)  # [B * K, T, D] (or [B * K, T, D, h, w])
-        features = features.unflatten(0, (-1, clips or 1))  # [B * K, T, ...] -> [B, K, T, ...]
+        features = self.network.extract_features(frames, mask)  # [B * K, T, *frame]
+        features = features.unflatten(0, (-1, clips or 1))  # [B * K, T, *frame] -> [B, K, T, *frame]
         return {"paths": batch["paths"], "features": features.half().cpu(), "lengths": batch["lengths"].cpu()}
 
 
-class _ShardWriter(L.Callback):
-    """Each rank saves what it extracted, and the reasons of the videos it skipped or kept damaged; rank 0 later
-    assembles the shards in dataset order."""
+class _EntryWriter(L.Callback):
+    """Each rank writes the entries of the videos it extracted as soon as their batch is done, and an entry
+    with the reason for each video it could not decode."""
 
-    def __init__(self, shard_path: Path) -> None:
-        self.shard_path = shard_path
-        self.rows: dict[str, tuple[np.ndarray, int]] = {}
-        self.reasons: dict[str, str] = {}
-        self.damaged: set[str] = set()
+    def __init__(self, locate: Callable[[str], tuple[Path, dict[str, Any]]]) -> None:
+        self.locate = locate
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        damaged = dict(batch.get("damaged", []))
         for path, features, length in zip(outputs["paths"], outputs["features"], outputs["lengths"], strict=True):
-            self.rows[path] = (features.numpy(), int(length))
-        self.reasons.update(batch.get("skipped", []))
-        self.reasons.update(batch.get("damaged", []))
-        self.damaged.update(path for path, _ in batch.get("damaged", []))
-
-    def on_predict_end(self, trainer, pl_module) -> None:
-        shard = {"rows": self.rows, "reasons": self.reasons, "damaged": sorted(self.damaged)}
-        torch.save(shard, self.shard_path.with_name(f"{self.shard_path.name}.{trainer.global_rank}"))
+            write_entry(*self.locate(path), features[:, : int(length)].numpy(), damaged.get(path))  # [K, L, *frame]
+        for path, reason in batch.get("skipped", []):
+            write_entry(*self.locate(path), None, reason)
 
 
 def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
@@ -161,6 +163,11 @@ def _extraction_trainer(trainer: L.Trainer, callback: L.Callback) -> L.Trainer:
     )
 
 
+def _barrier(trainer: L.Trainer) -> None:
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def build_feature_cache(
     network: VideoNetwork,
     datasets: dict[str, VideoDataset],
@@ -169,69 +176,67 @@ def build_feature_cache(
     batch_size: int = 8,
     num_workers: int = 0,
 ) -> Path:
-    """Reuse or create the cache for ``datasets`` under ``root``; returns the cache folder.
+    """Extract the videos of ``datasets`` that the store under ``root`` lacks; returns the view of ``datasets``.
 
-    ``trainer`` supplies devices, DDP world size and precision: under DDP every rank extracts its share and
-    rank 0 assembles a cache identical to a single-process one (same rows, same order).
+    ``trainer`` supplies devices, DDP world size and precision: under DDP every rank extracts its share of the
+    missing videos, and every rank returns the same complete view, identical to a single-process one.
     """
     if network.freeze != "frozen":
         raise ValueError("a feature cache needs a frozen backbone (model.freeze: frozen); fine-tuning changes features")
-    root = Path(root)
-    folder = root / cache_fingerprint(network, datasets)
-    if is_complete(folder):
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    # Shards go to a folder every rank agrees on: its name is the fingerprint, not a random temp name.
-    shards = root / f".{folder.name}.shards"
-    shards.mkdir(exist_ok=True)
-    skipped: dict[str, list[str]] = {}
-    damaged: dict[str, list[str]] = {}
-    reasons: dict[str, str] = {}
+    store = Path(root) / f"v{STORE_FORMAT}"
+    weights = _weights_digest(network.backbone)
+    _barrier(trainer)  # no rank is still writing while the others look
+    locators = {
+        split: _entries(store, recipe_key(network, d, trainer.precision, weights)) for split, d in datasets.items()
+    }
+    planned: set[Path] = set()
     for split, dataset in sorted(datasets.items()):
-        extractor = _Extractor(network, dataset, batch_size, num_workers)
-        _extraction_trainer(trainer, _ShardWriter(shards / split)).predict(extractor, return_predictions=False)
-    distributed = trainer.world_size > 1 and torch.distributed.is_initialized()
-    if distributed:
-        torch.distributed.barrier()  # every rank's shards are on disk before rank 0 reads them
+        locate = locators[split]
+        missing = []
+        for path, label in dataset.items:
+            file, key = locate(path)
+            if file not in planned and read_entry_meta(file, key) is None:
+                missing.append((path, label))
+                planned.add(file)
+        if missing:
+            extractor = _Extractor(network, copy.copy(dataset), batch_size, num_workers)
+            extractor.dataset.items = missing
+            _extraction_trainer(trainer, _EntryWriter(locate)).predict(extractor, return_predictions=False)
+    _barrier(trainer)  # every rank's entries are on disk
+    view: dict[str, Any] = {"splits": {}, "skipped": {}, "damaged": {}, "reasons": {}}
+    for split, dataset in sorted(datasets.items()):
+        rows, skipped, damaged = [], [], []
+        for path, label in dataset.items:
+            file, key = locators[split](path)
+            meta = read_entry_meta(file, key)
+            if meta is None:
+                raise RuntimeError(f"feature store {store}: the entry of {path} ({file}) was not completed")
+            if meta["status"] == "skipped":
+                skipped.append(path)
+            else:
+                rows.append([path, -1 if label is None else label, str(file.relative_to(store))])
+                if meta["status"] == "damaged":
+                    damaged.append(path)
+            if meta["reason"]:
+                view["reasons"][path] = meta["reason"]
+        if not rows:
+            raise RuntimeError(f"feature store: no video of {split} could be decoded")
+        view["splits"][split], view["skipped"][split], view["damaged"][split] = rows, skipped, damaged
     if trainer.is_global_zero:
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
-        for split, dataset in sorted(datasets.items()):
-            rows: dict[str, tuple[np.ndarray, int]] = {}
-            damaged_here: set[str] = set()
-            for shard in sorted(shards.glob(f"{split}.*")):
-                part = torch.load(shard, weights_only=False)
-                rows.update(part["rows"])
-                reasons.update(part["reasons"])
-                damaged_here.update(part["damaged"])
-            skipped[split] = write_split(staging / split, dataset, rows)
-            damaged[split] = [path for path, _ in dataset.items if path in damaged_here and path in rows]
-        # Skipped videos are left out of the cache; damaged ones (on_error="warn") are cached with their clean
-        # frames. "reasons" says why, for both.
-        listed = {path for paths in (*skipped.values(), *damaged.values()) for path in paths}
-        summary = {
-            "skipped": skipped,
-            "damaged": damaged,
-            "reasons": {path: reason for path, reason in sorted(reasons.items()) if path in listed},
-            "format": CACHE_FORMAT,
-        }
-        (staging / "complete.json").write_text(json.dumps(summary, indent=2))
-        if not is_complete(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(staging, folder)
-        shutil.rmtree(shards, ignore_errors=True)
-    if distributed:
-        torch.distributed.barrier()
-    if not is_complete(folder):
-        raise RuntimeError(f"feature cache {folder} was not completed")
-    return folder
+        write_view(store, view)
+    _barrier(trainer)
+    file = write_view(store, view)  # every rank names the same file, which rank 0 has written
+    if trainer.is_global_zero:
+        print(f"feature store {store}: extracted {len(planned)} of {sum(len(d) for d in datasets.values())} videos")
+    return file
 
 
 def prepare_feature_cache(data: VideoDataModule, network: VideoNetwork, trainer: L.Trainer) -> Path:
-    """Reuse or extract the cache of ``data``'s labelled splits (``data.feature_cache``), then make ``data`` serve
-    fit / validate / test from it. Returns the cache folder."""
+    """Reuse or extract the features of ``data``'s labelled splits in the store under ``data.feature_cache``, then
+    make ``data`` serve fit / validate / test from them. Returns the view file."""
     if not data.hparams.feature_cache:
         raise ValueError("a feature cache needs data.feature_cache (the cache's root folder)")
-    folder = build_feature_cache(
+    view = build_feature_cache(
         network,
         data.cache_datasets(),
         data.hparams.feature_cache,
@@ -239,5 +244,5 @@ def prepare_feature_cache(data: VideoDataModule, network: VideoNetwork, trainer:
         batch_size=data.hparams.batch_size,
         num_workers=data.hparams.num_workers,
     )
-    data.use_feature_cache(folder)
-    return folder
+    data.use_feature_cache(view)
+    return view

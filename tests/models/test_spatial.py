@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
-from video_cnn_rnn.extraction import cache_fingerprint, prepare_feature_cache
+from video_cnn_rnn.extraction import prepare_feature_cache, recipe_key
 from video_cnn_rnn.models import VideoClassifier
 from video_cnn_rnn.models.spatial import SpatialAttentionPool, position_grid
 
@@ -266,13 +266,14 @@ def test_the_cache_stores_maps_and_the_head_trains_from_them(synthetic_root: Pat
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     cached_data, attention = data(str(tmp_path / "cache")), model()
-    folder = prepare_feature_cache(cached_data, attention.network, trainer)
+    view = prepare_feature_cache(cached_data, attention.network, trainer)
     channels = attention.network.backbone.num_features
-    split = FeatureCacheDataset(folder / "test")
-    assert split.features.dtype == np.float16 and split.features.shape[1:] == (2, STEPS, channels, 2, 2)
-    datasets = cached_data.cache_datasets()
+    split = FeatureCacheDataset(view, "test")
+    assert split.clips(0).dtype == np.float16 and split.clips(0).shape == (2, STEPS, channels, 2, 2)
+    dataset = cached_data.cache_datasets()["test"]
     avg = make_model(spatial_pool="avg", num_classes=6, class_names=None).network
-    assert folder.name == cache_fingerprint(attention.network, datasets) != cache_fingerprint(avg, datasets)
+    maps_key = recipe_key(attention.network, dataset, "32-true", "w")
+    assert maps_key["frame_features"] == [channels, 2, 2] != recipe_key(avg, dataset, "32-true", "w")["frame_features"]
 
     # Evaluation from the cache (K = 2 clips, averaged) matches the same model on the decoded videos.
     video_data = data(None)

@@ -13,8 +13,9 @@ def _reason(path: str, message: str) -> str:
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into a padded batch.
 
-    Items hold ``frames`` (videos) or ``features`` (a feature cache: float16 ``[L, D]`` -> ``[B, T, D]``, or
-    ``[L, D, h, w]`` -> ``[B, T, D, h, w]`` for items with ``"frame_dims": 3``); both are padded the same way.
+    Items hold ``frames`` (videos) or ``features`` (a feature store: float16 ``[L, *frame]`` -> ``[B, T, *frame]``,
+    where a frame is a vector ``[D]`` or a map ``[C, h, w]``, as the item's ``frame_dims`` says); both are padded
+    the same way.
 
     Returns ``frames`` uint8 ``[B, T, C, H, W]`` (``[B, K, T, C, H, W]`` for multi-clip items) with zero padding,
     ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
@@ -40,8 +41,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     max_length = int(lengths.max())
     key = "frames" if "frames" in items[0] else "features"
     first = items[0][key]
-    # Frames are [L, C, H, W] ([K, L, C, H, W] for multi-clip items); features are [L, D], or [L, D, h, w] feature
-    # maps, whose items say so with "frame_dims" (the dimensions per frame).
+    # Frames are [L, C, H, W] and features [L, *frame] ([K, L, ...] for multi-clip items).
     frame_dims = 3 if key == "frames" else items[0].get("frame_dims", 1)
     time_dim = first.dim() - 1 - frame_dims
     shape = (len(items), *first.shape[:time_dim], max_length, *first.shape[time_dim + 1 :])

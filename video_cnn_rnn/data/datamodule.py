@@ -63,9 +63,11 @@ class VideoDataModule(L.LightningDataModule):
             that is missing or has no clean frame is skipped).
         decode_timeout: seconds before one video's decode is abandoned as bad; ``0`` disables.
         seed: seed for the validation split and for random frame sampling.
-        feature_cache: root folder of a frozen-backbone feature cache. When set, fit / validate / test serve
-            cached features (extracted once, reused while nothing that changes them changes) and the model
-            trains only its head. See ``video_cnn_rnn.extraction`` (which builds it) and ``feature_cache.py``.
+        feature_cache: root folder of the frozen-backbone feature store. When set, fit / validate / test serve
+            stored features and the model trains only its head. Features are stored per video and reused by
+            every manifest, fold and recipe while nothing that changes them changes (the file, backbone weights,
+            precision, frame settings); only videos the store lacks are extracted. See
+            ``video_cnn_rnn.extraction`` (which fills it) and ``feature_cache.py`` (its format).
         cache_clips: clips cached per training video (K different ``segment`` samples; training draws
             one at random each epoch). 1 caches the evaluation-time clip only.
         train_flip: mirror training clips left-right (every frame of a clip alike): half of them at random, or
@@ -118,7 +120,7 @@ class VideoDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["class_names"])
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
-        self.cache_folder: Path | None = None
+        self.cache_view: Path | None = None
 
     def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
         index = {name: i for i, name in enumerate(self.class_names or [])}
@@ -189,9 +191,9 @@ class VideoDataModule(L.LightningDataModule):
                 **common,
             )
             return
-        if self.cache_folder is not None:
+        if self.cache_view is not None:
             for split in self._split_items(stage):
-                self.datasets[split] = FeatureCacheDataset(self.cache_folder / split, augment=split == "train")
+                self.datasets[split] = FeatureCacheDataset(self.cache_view, split, augment=split == "train")
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
@@ -221,9 +223,9 @@ class VideoDataModule(L.LightningDataModule):
         stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
         return {name: dataset for stage in stages for name, dataset in self._video_datasets(stage).items()}
 
-    def use_feature_cache(self, folder: Path) -> None:
-        """Serve fit / validate / test from the complete cache in ``folder`` (made from ``cache_datasets()``)."""
-        self.cache_folder = Path(folder)
+    def use_feature_cache(self, view: Path) -> None:
+        """Serve fit / validate / test from a feature store's complete ``view`` (made from ``cache_datasets()``)."""
+        self.cache_view = Path(view)
 
     def _loader(self, split: str, sampler: Any = None) -> DataLoader:
         hp = self.hparams

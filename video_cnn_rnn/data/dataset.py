@@ -1,5 +1,6 @@
 """VideoDataset: annotation items -> uint8 clips, with a policy for videos that fail to decode."""
 
+import os
 import random
 import warnings
 from collections.abc import Sequence
@@ -116,7 +117,9 @@ class VideoDataset(Dataset):
                 crop=self.crop,
             )
         # K segment clips from one decode; augmentation draws K reproducible random samples per (seed, video, clip).
-        rngs = [random.Random(f"{self.seed}:{index}:{k}") for k in range(self.clips_per_video)]
+        # The video is its resolved path, never its index in a manifest: every fold and manifest draws the same
+        # clips of a video, so a feature store extracts them once.
+        rngs = [random.Random(f"{self.seed}:{os.path.realpath(path)}:{k}") for k in range(self.clips_per_video)]
         return load_clips(
             path,
             self.clips_per_video,

@@ -1,13 +1,28 @@
-"""The feature cache's on-disk format: one writer, one reader.
+"""The feature store's on-disk format: one writer, one reader.
 
-Layout: ``<root>/<fingerprint>/<split>/{features.npy [N, K, T, *frame_shape] float16 (frame_shape: [D] for pooled
-vectors, [D, h, w] for feature maps), lengths.npy [N], labels.npy [N],
-paths.json}`` and ``complete.json``. A folder without ``complete.json`` is never read. Features are read
-memory-mapped. What goes into the fingerprint, and who extracts the features, is ``video_cnn_rnn.extraction``.
+One entry per video and feature recipe, shared by every manifest, fold and recipe that asks for the same features:
+
+    <root>/v2/<recipe digest>/<video digest>.npz     an entry: "meta" (JSON), clips "0".."K-1" float16 [L, *frame]
+    <root>/v2/views/<digest>.json                    a view: one manifest's splits -> (path, label, entry)
+
+An entry's key is the video's identity (resolved path, size, mtime) plus its recipe: everything that changes the
+features (backbone and weights digest, precision, per-frame feature shape, every frame setting of the
+``VideoDataset``, the format version). The key is written inside the entry and compared in full when it is read,
+so an entry of another version or other settings is never read as valid, whatever its name. Entries are written
+to a temporary name and renamed: a killed writer leaves a ``.*.tmp`` file that is never read, and a truncated
+entry has no zip directory and fails to open, so it is extracted again. ``K`` clips of ``L`` real frames (no
+padding), one member each so that training reads only the clip it draws; a frame's features are a vector ``[D]``
+or a feature map ``[C, h, w]``, whatever the network gives.
+
+A view is what a run reads: written once every entry it names is valid. Who extracts is ``video_cnn_rnn.extraction``.
 """
 
+import hashlib
 import json
+import os
 import random
+import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,77 +32,131 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.dataset import VideoDataset
 
-# 2: frames are turned upright by the file's display matrix (format 1 cached rotated phone videos sideways).
-CACHE_FORMAT = 2
+STORE_FORMAT = 2
+# VideoDataset attributes that decide how frames are decoded, not which: every other public attribute is a key.
+NOT_IN_KEY = frozenset({"items", "backend", "decode_timeout"})
+# Settings that only act on random (training) draws: evaluation-time clips are shared across seeds.
+ONLY_WHEN_AUGMENTED = ("seed", "random_flip")
 
 
-def is_complete(folder: Path) -> bool:
-    return (folder / "complete.json").is_file()
+def digest(value: Any) -> str:
+    """A short hash of a JSON-serialisable value (a TypeError for anything else: a key must be exact)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def frame_settings(dataset: VideoDataset) -> dict[str, Any]:
+    """Every setting of ``dataset`` that changes the frames it yields for a video: all its public attributes
+    except ``NOT_IN_KEY``, so a setting added to ``VideoDataset`` later is in the key without being listed."""
+    settings = {name: value for name, value in vars(dataset).items() if not name.startswith("_")}
+    for name in NOT_IN_KEY.union(() if dataset.augment else ONLY_WHEN_AUGMENTED):
+        settings.pop(name, None)
+    return settings
+
+
+def video_identity(path: str) -> dict[str, Any]:
+    """The file as the store knows it: resolved path, size and modification time (a changed file is a new video)."""
+    stat = os.stat(path)
+    return {"path": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def entry_path(store: Path, key: dict[str, Any]) -> Path:
+    """Where the entry of ``key`` (``{"recipe": ..., "video": ...}``) lives: one folder per recipe."""
+    return store / digest(key["recipe"]) / f"{digest(key['video'])}.npz"
+
+
+def write_entry(file: Path, key: dict[str, Any], features: np.ndarray | None, reason: str | None = None) -> None:
+    """Write one entry atomically: ``features`` [K, L, *frame] stored float16, or None for a video that could not
+    be decoded (``reason`` says why; with features, ``reason`` marks a damaged video kept from its clean frames)."""
+    status = "skipped" if features is None else "damaged" if reason else "ok"
+    meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason}
+    arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
+    for k, clip in enumerate([] if features is None else features):
+        arrays[str(k)] = np.ascontiguousarray(clip, dtype=np.float16)  # [L, *frame]
+    file.parent.mkdir(parents=True, exist_ok=True)
+    temporary = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, file)  # atomic: readers see the whole entry or none
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The entry's metadata when ``file`` is a complete entry of exactly ``key`` in this format, else None."""
+    try:
+        # A zip's directory is written last: a truncated entry fails to open here.
+        with np.load(file) as entry:
+            meta = json.loads(str(entry["meta"]))
+            # Compared as JSON, which the stored key went through (a tuple setting reads back as a list).
+            if meta.get("format") != STORE_FORMAT or meta.get("key") != json.loads(json.dumps(key)):
+                return None
+            if meta["status"] != "skipped" and "0" not in entry.files:
+                return None
+            return meta
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def write_view(store: Path, view: dict[str, Any]) -> Path:
+    """Write ``view`` (splits, skipped, damaged, reasons) under a name that is its own digest; returns it."""
+    file = store / "views" / f"{digest(view)}.json"
+    if not file.is_file():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        temporary.write_text(json.dumps({"format": STORE_FORMAT, **view}, indent=1))
+        os.replace(temporary, file)
+    return file
+
+
+def is_complete(view: Path) -> bool:
+    """A view exists only once every entry it names was valid."""
+    return Path(view).is_file()
 
 
 class FeatureCacheDataset(Dataset):
-    """One split of a cache: ``{"features": float16 [L, D], "length", "label", "path", "frame_dims"}`` per video
-    (``[L, D, h, w]`` and ``frame_dims`` 3 for feature maps).
+    """One split of a view: ``{"features": float16 [L, *frame], "length", "label", "path", "frame_dims"}`` per video.
 
-    With K cached clips per video, ``augment`` (training) draws one of them at random each time (the augmentation a
-    single cached clip cannot give); evaluation returns all K (``[K, L, D]``), whose predictions the model
-    averages as it does for K clips decoded from the video.
+    Features come back as stored (float16); the model casts them. With K stored clips per video, ``augment``
+    (training) draws one of them at random each time (the augmentation a single cached clip cannot give);
+    evaluation returns all K (``[K, L, *frame]``), whose predictions the model averages as it does for K clips
+    decoded from the video.
     """
 
-    def __init__(self, folder: str | Path, augment: bool = False) -> None:
-        folder = Path(folder)
-        self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, *frame_shape]
-        self.lengths = np.load(folder / "lengths.npy")
-        self.labels = np.load(folder / "labels.npy")
-        self.paths: list[str] = json.loads((folder / "paths.json").read_text())
+    def __init__(self, view: str | Path, split: str, augment: bool = False) -> None:
+        view = Path(view)
+        content = json.loads(view.read_text())
+        if content.get("format") != STORE_FORMAT:
+            raise ValueError(f"{view}: feature store view of format {content.get('format')}, expected {STORE_FORMAT}")
+        self.store = view.parent.parent  # <root>/v2
+        self.rows: list[tuple[str, int, str]] = [tuple(row) for row in content["splits"][split]]
+        self.paths = [path for path, _, _ in self.rows]
         self.augment = augment
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.rows)
+
+    def clips(self, index: int) -> np.ndarray:
+        """All stored clips of video ``index``: float16 [K, L, *frame]."""
+        with np.load(self.store / self.rows[index][2]) as entry:
+            return np.stack([entry[str(k)] for k in range(len(entry.files) - 1)])  # every member but "meta"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the drawn
-        # clip does not depend on the worker that loads the item and is reproduced after a resume.
-        clips = self.features.shape[1]
-        length = int(self.lengths[index])
-        if self.augment or clips == 1:
-            clip = random.randrange(clips) if self.augment else 0
-            features = torch.from_numpy(np.array(self.features[index, clip, :length]))  # copy out of the memmap
-        else:
-            features = torch.from_numpy(np.array(self.features[index, :, :length]))  # [K, L, D]
-        label = int(self.labels[index])
+        with np.load(self.store / self.rows[index][2]) as entry:
+            clips = len(entry.files) - 1  # every member but "meta"
+            if self.augment or clips == 1:
+                # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the
+                # drawn clip does not depend on the worker that loads the item and is reproduced after a resume.
+                features = entry[str(random.randrange(clips) if self.augment else 0)]  # [L, *frame]
+                frame_dims = features.ndim - 1
+            else:
+                features = np.stack([entry[str(k)] for k in range(clips)])  # [K, L, *frame]
+                frame_dims = features.ndim - 2
+        _, label, _ = self.rows[index]
         return {
-            "features": features,
-            "length": length,
+            "features": torch.from_numpy(features),
+            "length": features.shape[-1 - frame_dims],
             "label": None if label < 0 else label,
             "path": self.paths[index],
-            "frame_dims": self.features.ndim - 3,
+            "frame_dims": frame_dims,  # tells collate_clips [K, L, D] from a map [L, C, h, w]
         }
-
-
-def write_split(folder: Path, dataset: VideoDataset, rows: dict[str, tuple[np.ndarray, int]]) -> list[str]:
-    """Assemble one split in dataset order; returns the paths that were skipped (failed to decode)."""
-    kept = [(path, label) for path, label in dataset.items if path in rows]
-    skipped = [path for path, _ in dataset.items if path not in rows]
-    if not kept:
-        raise RuntimeError(f"feature cache: no video of {folder.name} could be decoded")
-    first = rows[kept[0][0]][0]  # [K, T, *frame_shape]
-    clips, frame_shape = first.shape[0], first.shape[2:]
-    folder.mkdir(parents=True)
-    features = np.lib.format.open_memmap(
-        folder / "features.npy",
-        mode="w+",
-        dtype=np.float16,
-        shape=(len(kept), clips, dataset.num_frames, *frame_shape),
-    )
-    lengths = np.zeros(len(kept), dtype=np.int64)
-    for row, (path, _) in enumerate(kept):
-        values, length = rows[path]
-        features[row, :, : values.shape[1]] = values
-        lengths[row] = length
-    features.flush()
-    del features
-    np.save(folder / "lengths.npy", lengths)
-    np.save(folder / "labels.npy", np.array([-1 if label is None else label for _, label in kept], dtype=np.int64))
-    (folder / "paths.json").write_text(json.dumps([path for path, _ in kept]))
-    return skipped
