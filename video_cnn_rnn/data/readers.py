@@ -1,6 +1,6 @@
 """Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
 
-Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a short
+Every reader takes a path (or the encoded bytes as a seekable file-like object, ``Source``), an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a short
 side to scale to. decord returns RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to
 read it); the PyAV readers return a ``Decoded``: those frames, which of them decoded cleanly, and the ``Damage``
 met on the way. Fewer frames than wanted (the stream ended before its header's count, or damage lost some) send
@@ -28,6 +28,7 @@ import bisect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import av
 import av.logging
@@ -50,6 +51,8 @@ _PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpe
 _CAVLC_ONLY_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Extended"})
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
+# A video file's path, or its encoded bytes in a seekable file-like object (``io.BytesIO``: an item of a shard).
+Source = str | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -213,25 +216,36 @@ def decord_available() -> bool:
     return True
 
 
+def _open(source: Source):
+    """``av.open`` for a path or a file-like object; each pass reads a file-like object from its start."""
+    if not isinstance(source, str):
+        source.seek(0)
+    return av.open(source)
+
+
 def _scaled_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     """(width, height) with the shorter side at ``short_side`` and the aspect ratio kept."""
     scale = short_side / min(width, height)
     return max(short_side, round(width * scale)), max(short_side, round(height * scale))
 
 
-def _probe_size(path: str) -> tuple[int, int]:
-    with av.open(path) as container:
+def _probe_size(path: Source) -> tuple[int, int]:
+    with _open(path) as container:
         stream = container.streams.video[0]
         return stream.codec_context.width, stream.codec_context.height
 
 
-def read_decord(path: str, pick: IndexPicker, short_side: int | None) -> np.ndarray | None:
+def read_decord(path: Source, pick: IndexPicker, short_side: int | None) -> np.ndarray | None:
     decord = require_decord()
     width = height = -1
     if short_side is not None:
         width, height = _scaled_size(*_probe_size(path), short_side)
     # One thread per reader: parallelism comes from DataLoader workers, and decord's own thread pool
     # oversubscribes the cores when several workers decode at once.
+    if not isinstance(path, str):
+        # decord crashes the process (SIGSEGV) on some bytes it would reject from a file (a truncated AVI), so
+        # it is never given bytes: PyAV reads them.
+        return None
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
         indices = pick(len(reader), reader.get_avg_fps())
@@ -316,9 +330,9 @@ class PyAVProbe:
         return bool(self.wanted) and self.wanted == list(range(len(self.wanted)))
 
 
-def probe_pyav(path: str, pick: IndexPicker) -> PyAVProbe:
+def probe_pyav(path: Source, pick: IndexPicker) -> PyAVProbe:
     """Pick the frames (over the packets present, which a truncated file's header overstates) by demuxing alone."""
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         wanted = pick(stream.frames, fps) if stream.frames > 0 else []
@@ -443,13 +457,13 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter
     return _decoded(rows, wanted, watch)
 
 
-def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> Decoded:
+def read_pyav(path: Source, probe: PyAVProbe, short_side: int | None) -> Decoded:
     """Decode ``probe.wanted`` in one sequential pass (fewer frames where the stream ended before its header's
     count, or damage lost them)."""
     if not probe.wanted:
         return Decoded()
     to_rgb = _RGBConverter(short_side)
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         if probe.pts_ordered and not probe.is_prefix:
             decoded = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb, log)
@@ -459,16 +473,16 @@ def read_pyav(path: str, probe: PyAVProbe, short_side: int | None) -> Decoded:
     return decoded
 
 
-def read_pyav_decodable(path: str, pick: IndexPicker, short_side: int | None) -> Decoded:
+def read_pyav_decodable(path: Source, pick: IndexPicker, short_side: int | None) -> Decoded:
     """For damaged and truncated files: count the frames that decode, pick among them, then decode again keeping
     only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         counted = _decode_counting(container, stream, [], None, log)
     if not counted.positions:
         return counted
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         decoded = _decode_counting(container, stream, pick(len(counted.positions), fps), _RGBConverter(short_side), log)
     decoded.damage = unique(counted.damage + decoded.damage)
