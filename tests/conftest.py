@@ -169,3 +169,16 @@ def codec_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
         damage_middle_keyframe(path, damaged)
         videos[name] = (path, damaged)
     return videos
+
+
+@pytest.fixture(scope="session")
+def shard_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synthetic_root`` written as LitData shards (``video-cnn-rnn shard``): train (with val held out) and test,
+    chunks of ~20 KB (a few videos each)."""
+    pytest.importorskip("litdata")
+    from video_cnn_rnn.sharding import shard_main
+
+    root = tmp_path_factory.mktemp("shards") / "synthetic"
+    args = ["--train", str(synthetic_root / "train.csv"), "--test", str(synthetic_root / "test.csv")]
+    shard_main([*args, "--output", str(root), "--chunk_bytes", "20KB"])
+    return root
