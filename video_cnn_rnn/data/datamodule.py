@@ -1,5 +1,7 @@
 """VideoDataModule: annotation sources -> validated splits -> DataLoaders of padded uint8 batches."""
 
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,13 @@ class VideoDataModule(L.LightningDataModule):
         class_names: the vocabulary, in label order. Default: the sorted unique labels of ``train`` (the Keras
             example's StringLookup). A checkpoint evaluated through the CLI brings its own; ``train``'s labels
             must then be exactly these classes.
+        streaming: root of LitData shards written by ``video-cnn-rnn shard`` (a folder, or an ``s3://`` /
+            ``gs://`` / ``azure://`` URL with credentials in the environment), instead of ``train`` / ``val`` /
+            ``test`` / ``predict``: its splits and class names are used. Training streams the shards through
+            LitData (shuffled chunk-wise, sharded across ranks, nodes and workers with equal counts per rank;
+            resumable mid-epoch), evaluation and predict read every item exactly once. See ``streaming.py``.
+        streaming_cache: folder in which each run makes its own cache of a bucket's chunks (default: the
+            system's temporary folder); a run never shares or reuses another's (litData#398).
     """
 
     def __init__(
@@ -101,8 +110,13 @@ class VideoDataModule(L.LightningDataModule):
         train_flip: bool = False,
         eval_flip: bool = False,
         class_names: list[str] | None = None,
+        streaming: str | None = None,
+        streaming_cache: str | None = None,
     ) -> None:
         super().__init__()
+        self._manifest: dict[str, Any] | None = None
+        if streaming:
+            class_names = self._read_shards(streaming, class_names, [train, val, test, predict], feature_cache)
         self._train_items: list[Item] | None = read_source(train, video_root) if train else None
         if self._train_items:
             train_classes = class_names_from(self._train_items)
@@ -115,6 +129,26 @@ class VideoDataModule(L.LightningDataModule):
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
         self.cache_folder: Path | None = None
+        self._chunk_cache: str | None = None  # this run's own cache of a bucket's chunks
+        self._train_loader: Any = None
+        self._loader_state: dict[str, Any] | None = None  # a checkpoint's streaming loader state, to restore
+
+    def _read_shards(
+        self, root: str, class_names: list[str] | None, sources: list[Any], feature_cache: str | None
+    ) -> list[str]:
+        """The shard root's manifest, checked before anything trains; its class names."""
+        from video_cnn_rnn.data.streaming import read_manifest  # LitData: the streaming extra
+
+        if any(sources):
+            raise ManifestError("data.streaming replaces data.train / val / test / predict: set one or the other")
+        if feature_cache:
+            raise ManifestError("data.streaming with data.feature_cache is not supported yet: unset one of them")
+        self._manifest = read_manifest(root)
+        names = self._manifest["class_names"]
+        if class_names is not None:
+            check_same_classes(class_names, names, f"data.streaming ({root})")
+            return list(class_names)
+        return names
 
     def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
         index = {name: i for i, name in enumerate(self.class_names or [])}
@@ -173,6 +207,9 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         common = self._dataset_kwargs()
+        if hp.streaming:
+            self.datasets.update(self._shard_datasets(stage))
+            return
         if stage == "predict":
             if not hp.predict:
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
@@ -209,6 +246,61 @@ class VideoDataModule(L.LightningDataModule):
                 self._labelled(items), augment=augment, clips_per_video=clips, **flips, **common
             )
         return datasets
+
+    def _shard_datasets(self, stage: str) -> dict[str, Dataset]:
+        from video_cnn_rnn.data.streaming import ShardedVideoDataset, ShardItems, is_url, join
+
+        hp, splits = self.hparams, self._manifest["splits"]
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
+        if not any(split in splits for split in wanted):
+            raise ManifestError(f"{stage}: the shards at {hp.streaming} hold no {' or '.join(wanted)} split")
+        if is_url(hp.streaming) and self._chunk_cache is None:
+            Path(hp.streaming_cache or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
+            self._chunk_cache = tempfile.mkdtemp(prefix="video_cnn_rnn_chunks_", dir=hp.streaming_cache)
+        common, datasets = self._dataset_kwargs(), {}
+        for split in (split for split in wanted if split in splits):
+            if split == "train":
+                clips = VideoDataset([], augment=True, random_flip=hp.train_flip, **common)
+                datasets[split] = ShardedVideoDataset(
+                    join(hp.streaming, split), clips, shuffle=True, seed=hp.seed, cache_dir=self._chunk_cache
+                )
+            else:
+                clips = VideoDataset([], clips_per_video=hp.eval_clips, mirrored_views=hp.eval_flip, **common)
+                items = splits[split]["items"]
+                datasets[split] = ShardItems(join(hp.streaming, split), clips, items, cache_dir=self._chunk_cache)
+        return datasets
+
+    def teardown(self, stage: str) -> None:
+        if self._chunk_cache is not None and stage == "fit":
+            shutil.rmtree(self._chunk_cache, ignore_errors=True)
+            self._chunk_cache = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The streaming training loader's position and RNG states, for an exact mid-epoch resume (litData#775)."""
+        if self._train_loader is None:
+            return {}
+        return {"streaming_loader": self._train_loader.resume_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loader_state = state_dict.get("streaming_loader")
+
+    def _streaming_train_loader(self) -> Any:
+        from video_cnn_rnn.data.streaming import ResumableStreamingLoader
+
+        hp = self.hparams
+        loader = ResumableStreamingLoader(
+            self.datasets["train"],
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            collate_fn=collate_clips,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+        )
+        if self._loader_state is not None:
+            loader.resume_from(self._loader_state)
+            self._loader_state = None
+        self._train_loader = loader
+        return loader
 
     def cache_datasets(self) -> dict[str, VideoDataset]:
         """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
@@ -256,7 +348,11 @@ class VideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled by ``seed + epoch``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
         position (epoch, batches consumed, RNG states) in every checkpoint and ``fit --ckpt_path`` continues
-        from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``)."""
+        from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``).
+
+        With ``streaming``: LitData's ``StreamingDataLoader``, whose state the data module checkpoints itself."""
+        if self.hparams.streaming:
+            return self._streaming_train_loader()
         trainer = self.trainer
         distributed = trainer is not None and trainer.world_size > 1
         sampler = ResumableSampler(

@@ -17,19 +17,22 @@ crop and ``on_error`` policy as files (``VideoDataset.load_item``); errors name 
   be seen exactly once (LitData's streaming under DDP drops items to even out the ranks).
 """
 
+import copy
 import io
 import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from litdata import StreamingDataset
+from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.readers import Source, probe_pyav
+from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
 
 MANIFEST_NAME = "video_cnn_rnn_shards.json"
 FORMAT = "video_cnn_rnn.shards"
@@ -184,3 +187,38 @@ class ShardedVideoDataset(StreamingDataset):
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
         return _decode_item(self.clips, super().__getitem__(index), self.current_epoch)
+
+
+class ResumableStreamingLoader(StreamingDataLoader):
+    """``StreamingDataLoader`` whose state also holds the main process's RNG states (dropout), restored just
+    before the first batch after a resume, as ``resumable.ResumableDataLoader`` does for files.
+
+    Lightning's ``fit(ckpt_path=...)`` does not restore a StreamingDataLoader by itself (litData#775): the data
+    module saves ``resume_state()`` in the checkpoint and hands it back through ``resume_from()``.
+    """
+
+    def __init__(self, dataset: ShardedVideoDataset, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self._pending_rng: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in super().__iter__():
+            if self._pending_rng is not None:
+                _set_rng_states(self._pending_rng)
+                self._pending_rng = None
+            yield batch
+
+    def resume_state(self) -> dict[str, Any]:
+        return {"loader": super().state_dict(), "rng": _collect_rng_states()}
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        loader = copy.deepcopy(state["loader"])
+        dataset = loader["dataset"]
+        if dataset.get("input_dir_url") == self.dataset.input_dir.url:
+            # A bucket's chunks are cached in a folder of this run's own (litData#398): point the state at it.
+            dataset["input_dir_path"], dataset["cache_dir_path"] = (
+                self.dataset.input_dir.path,
+                self.dataset.cache_dir.path,
+            )
+        super().load_state_dict(loader)
+        self._pending_rng = state.get("rng")
