@@ -23,7 +23,12 @@ def _raw_items(root, split):
 def test_items_hold_the_bytes_unchanged_label_group_and_what_samplers_need(shard_root, synthetic_root):
     manifest = read_manifest(str(shard_root))
     assert manifest["class_names"] == sorted({label for _, label in read_csv(synthetic_root / "train.csv")})
-    assert {split: info["items"] for split, info in manifest["splits"].items()} == {"train": 12, "val": 6, "test": 12}
+    assert {split: info["items"] for split, info in manifest["splits"].items()} == {
+        "train": 12,
+        "val": 6,
+        "test": 12,
+        "predict": 11,
+    }
     test_items = read_csv(synthetic_root / "test.csv")
     raw = _raw_items(shard_root, "test")
     assert sorted(item["path"] for item in raw) == sorted(path for path, _ in test_items)

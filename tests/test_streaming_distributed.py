@@ -124,3 +124,25 @@ def test_streaming_ddp_resume_after_sigkill_sees_the_same_samples(shard_root: Pa
         ]
         assert len(shares[0]) == len(shares[1]) == 6  # equal counts: no rank waits for the other at the end
         assert not set(shares[0]) & set(shares[1]) and len(set(shares[0]) | set(shares[1])) == 12
+
+    # predict over the shards' predict split (11 videos: odd) on 2 ranks: one file per rank, merged, each video once.
+    predict_args = [arg for arg in args if not arg.startswith(("--checkpoint.", "--trainer.max_epochs"))]
+    predict_args = [a for a in predict_args if "callbacks+=" not in a and "deterministic" not in a]
+    predictions = tmp_path / "predictions"
+    result = subprocess.run(
+        _command(
+            "predict",
+            [*predict_args, f"--ckpt_path={interrupted / 'last.ckpt'}", f"--reports.output_dir={predictions}"],
+        ),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [path.name for path in predictions.iterdir() if path.name.startswith("predictions")] == ["predictions.csv"]
+    rows = (predictions / "predictions.csv").read_text().splitlines()[1:]
+    paths = [row.split(",")[0] for row in rows]
+    expected = (shard_root.parent / "predict.csv").read_text().splitlines()[1:]
+    assert sorted(paths) == sorted(row.split(",")[0] for row in expected) and len(set(paths)) == 11

@@ -86,9 +86,6 @@ def test_streaming_replaces_the_annotation_sources(shard_root, synthetic_root):
         _module(shard_root, train=str(synthetic_root / "train.csv"))
     with pytest.raises(ManifestError, match="classes"):
         _module(shard_root, class_names=["a", "b"])
-    module = _module(shard_root)
-    with pytest.raises(ManifestError, match="no predict split"):
-        module.setup("predict")
 
 
 def test_a_corrupt_item_follows_on_error_naming_its_source_path(video_dir, tmp_path):
