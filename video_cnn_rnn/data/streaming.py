@@ -26,13 +26,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from litdata import StreamingDataLoader, StreamingDataset
 from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.readers import Source, probe_pyav
 from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
+
+try:  # this module is imported only where shards are used (data.streaming, video-cnn-rnn shard)
+    from litdata import StreamingDataLoader, StreamingDataset
+except ImportError as error:
+    raise ImportError("LitData shards need the streaming extra: pip install 'video_cnn_rnn[streaming]'") from error
 
 MANIFEST_NAME = "video_cnn_rnn_shards.json"
 FORMAT = "video_cnn_rnn.shards"
