@@ -105,3 +105,23 @@ def test_reencode_keeps_frames_and_rate_at_the_short_side(video_dir):
         assert (stream.codec_context.width, stream.codec_context.height) == (32, 24)  # 64x48 -> 32x24
     assert video_info(io.BytesIO(data))["num_frames"] == video_info(str(video_dir["mp4"]))["num_frames"]
     assert video_info(io.BytesIO(data))["fps"] == video_info(str(video_dir["mp4"]))["fps"]
+
+
+def test_fit_on_a_broken_shard_folder_stops_before_training_naming_what_is_missing(shard_root, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(shard_root, broken)
+    (broken / "val" / "index.json").unlink()
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            [
+                "fit",
+                "--data.streaming",
+                str(broken),
+                "--model.backbone",
+                "test_efficientnet",
+                "--model.pretrained",
+                "false",
+            ]
+        )
+    assert stopped.value.code == 2
+    assert f"{broken / 'val'}: 1 shard file(s) missing: index.json" in capsys.readouterr().err

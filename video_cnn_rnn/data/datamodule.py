@@ -271,7 +271,7 @@ class VideoDataModule(L.LightningDataModule):
         return datasets
 
     def teardown(self, stage: str) -> None:
-        if self._chunk_cache is not None and stage == "fit":
+        if self._chunk_cache is not None:  # a bucket's chunks cached for this run only
             shutil.rmtree(self._chunk_cache, ignore_errors=True)
             self._chunk_cache = None
 
