@@ -27,8 +27,8 @@ def _batches(loader, count=None):
     return seen
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_resume_mid_epoch_continues_the_same_sequence(shard_root, num_workers):
+@pytest.mark.parametrize("num_workers, consumed", [(0, 2), (1, 2), (0, 6)])  # 6: the epoch's last batch
+def test_resume_mid_epoch_continues_the_same_sequence(shard_root, num_workers, consumed):
     """Two epochs straight through, against two batches, a checkpoint (the data module's state), and a new data
     module restored from it: the same videos in the same order, the same frames, the same RNG draws after."""
     straight = _module(shard_root, num_workers=num_workers)
@@ -41,16 +41,16 @@ def test_resume_mid_epoch_continues_the_same_sequence(shard_root, num_workers):
     interrupted = _module(shard_root, num_workers=num_workers)
     interrupted.setup("fit")
     torch.manual_seed(0)
-    seen = _batches(interrupted.train_dataloader(), count=2)
+    seen = _batches(interrupted.train_dataloader(), count=consumed)
     state = interrupted.state_dict()
-    assert state["streaming_loader"]["loader"]["num_samples_yielded"] == 4
+    assert state["streaming_loader"]["loader"]["num_samples_yielded"] == 2 * consumed
 
     resumed = _module(shard_root, num_workers=num_workers)
     resumed.load_state_dict(state)
     resumed.setup("fit")
     torch.manual_seed(123)  # whatever happens between loading and the first batch is undone
     loader = resumed.train_dataloader()
-    seen += _batches(loader) + _batches(loader)
+    seen += _batches(loader) + (_batches(loader) if consumed < 6 else [])
     assert [paths for paths, _, _ in seen] == [paths for paths, _, _ in expected]
     for (_, frames_a, draw_a), (_, frames_b, draw_b) in zip(seen, expected, strict=True):
         assert torch.equal(frames_a, frames_b) and torch.equal(draw_a, draw_b)

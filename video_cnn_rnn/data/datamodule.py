@@ -295,6 +295,9 @@ class VideoDataModule(L.LightningDataModule):
             collate_fn=collate_clips,
             pin_memory=hp.pin_memory and torch.cuda.is_available(),
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            # Each new epoch's iterator draws a base seed: from a generator of its own, never the global torch RNG,
+            # which a resume restores after the iterator exists (an epoch-boundary resume would be a draw off).
+            generator=torch.Generator().manual_seed(hp.seed),
         )
         if self._loader_state is not None:
             loader.resume_from(self._loader_state)
