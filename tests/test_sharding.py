@@ -125,3 +125,48 @@ def test_fit_on_a_broken_shard_folder_stops_before_training_naming_what_is_missi
         )
     assert stopped.value.code == 2
     assert f"{broken / 'val'}: 1 shard file(s) missing: index.json" in capsys.readouterr().err
+
+
+def test_extract_from_shards_equals_extract_from_the_files(shard_root, synthetic_root, tmp_path):
+    """A feature cache extracted from shards holds the features of the files' cache (backend pyav) for every
+    video, is reused while the shards stay the same, and serves fit from the cache."""
+    import lightning as L
+    import numpy as np
+    import torch
+
+    from video_cnn_rnn.data.datamodule import VideoDataModule
+    from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
+    from video_cnn_rnn.extraction import prepare_feature_cache
+    from video_cnn_rnn.models.classifier import VideoClassifier
+
+    torch.manual_seed(0)
+    network = VideoClassifier(
+        backbone="test_efficientnet", num_classes=6, rnn_hidden_sizes=[16], num_frames=4, img_size=32
+    ).network
+    settings = dict(num_frames=4, img_size=32, batch_size=6, num_workers=0, backend="pyav")
+
+    def trainer():
+        return L.Trainer(
+            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+
+    shards = VideoDataModule(streaming=str(shard_root), feature_cache=str(tmp_path / "a"), **settings)
+    folder = prepare_feature_cache(shards, network, trainer())
+    assert {path.name for path in folder.iterdir() if path.is_dir()} == {"train", "val", "test"}
+    again = VideoDataModule(streaming=str(shard_root), feature_cache=str(tmp_path / "a"), **settings)
+    assert prepare_feature_cache(again, network, trainer()) == folder
+    files = VideoDataModule(
+        train=str(synthetic_root / "train.csv"),
+        test=str(synthetic_root / "test.csv"),
+        feature_cache=str(tmp_path / "b"),
+        **settings,
+    )
+    reference = prepare_feature_cache(files, network, trainer())
+    for split in ("train", "val", "test"):
+        from_shards, from_files = FeatureCacheDataset(folder / split), FeatureCacheDataset(reference / split)
+        rows = {path: row for row, path in enumerate(from_files.paths)}
+        assert sorted(from_shards.paths) == sorted(rows)
+        for row, path in enumerate(from_shards.paths):
+            assert np.array_equal(from_shards.features[row], from_files.features[rows[path]]), path
+    shards.setup("fit")
+    assert isinstance(shards.datasets["train"], FeatureCacheDataset) and len(shards.datasets["val"]) == 6

@@ -41,7 +41,8 @@ def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) 
     manifest = {}
     for split, dataset in sorted(datasets.items()):
         entries = []
-        for path, label in dataset.items:
+        # LitData shards (data.streaming): the id of their write stands for the items and the files' sizes and times.
+        for path, label in dataset.items if not getattr(dataset, "shard_id", None) else []:
             stat = os.stat(path)
             entries.append((path, stat.st_size, stat.st_mtime_ns, label))
         manifest[split] = {
@@ -57,6 +58,8 @@ def cache_fingerprint(network: VideoNetwork, datasets: dict[str, VideoDataset]) 
             "training": dataset.augment,  # the key keeps existing caches valid
             "seed": dataset.seed,
         }
+        if getattr(dataset, "shard_id", None):
+            manifest[split]["shards"] = dataset.shard_id
         if dataset.on_error == "warn":  # damaged videos cached with their clean frames; only then, so that
             manifest[split]["on_error"] = "warn"  # caches made before the setting existed stay valid
     key = {

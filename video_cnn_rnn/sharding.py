@@ -28,6 +28,7 @@ import multiprocessing
 import random
 import shutil
 import tempfile
+import uuid
 from fractions import Fraction
 from importlib.metadata import version
 from pathlib import Path
@@ -128,6 +129,7 @@ def write_shards(
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "id": uuid.uuid4().hex,  # this write's: a feature cache extracted from the shards is keyed by it
         "package_version": version("video_cnn_rnn"),
         "litdata_version": version("litdata"),
         "class_names": class_names,

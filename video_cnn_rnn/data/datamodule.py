@@ -116,7 +116,7 @@ class VideoDataModule(L.LightningDataModule):
         super().__init__()
         self._manifest: dict[str, Any] | None = None
         if streaming:
-            class_names = self._read_shards(streaming, class_names, [train, val, test, predict], feature_cache)
+            class_names = self._read_shards(streaming, class_names, [train, val, test, predict])
         self._train_items: list[Item] | None = read_source(train, video_root) if train else None
         if self._train_items:
             train_classes = class_names_from(self._train_items)
@@ -133,16 +133,12 @@ class VideoDataModule(L.LightningDataModule):
         self._train_loader: Any = None
         self._loader_state: dict[str, Any] | None = None  # a checkpoint's streaming loader state, to restore
 
-    def _read_shards(
-        self, root: str, class_names: list[str] | None, sources: list[Any], feature_cache: str | None
-    ) -> list[str]:
+    def _read_shards(self, root: str, class_names: list[str] | None, sources: list[Any]) -> list[str]:
         """The shard root's manifest, checked before anything trains; its class names."""
         from video_cnn_rnn.data.streaming import read_manifest  # LitData: the streaming extra
 
         if any(sources):
             raise ManifestError("data.streaming replaces data.train / val / test / predict: set one or the other")
-        if feature_cache:
-            raise ManifestError("data.streaming with data.feature_cache is not supported yet: unset one of them")
         self._manifest = read_manifest(root)
         names = self._manifest["class_names"]
         if class_names is not None:
@@ -207,7 +203,7 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         common = self._dataset_kwargs()
-        if hp.streaming:
+        if hp.streaming and (self.cache_folder is None or stage == "predict"):
             self.datasets.update(self._shard_datasets(stage))
             return
         if stage == "predict":
@@ -222,52 +218,58 @@ class VideoDataModule(L.LightningDataModule):
             )
             return
         if self.cache_folder is not None:
-            for split in self._split_items(stage):
+            for split in self._shard_splits(stage) if hp.streaming else self._split_items(stage):
                 self.datasets[split] = FeatureCacheDataset(self.cache_folder / split, augment=split == "train")
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
 
     def _video_datasets(self, stage: str) -> dict[str, VideoDataset]:
-        hp = self.hparams
         common = self._dataset_kwargs()
         datasets = {}
         checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())
         for split, items in checked.items():
-            augment = split == "train"
-            if self.hparams.feature_cache:
-                # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
-                # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
-                clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
-            else:
-                clips = 1 if augment else hp.eval_clips
-            flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
-            datasets[split] = VideoDataset(
-                self._labelled(items), augment=augment, clips_per_video=clips, **flips, **common
-            )
+            datasets[split] = VideoDataset(self._labelled(items), **self._clip_settings(split), **common)
         return datasets
 
-    def _shard_datasets(self, stage: str) -> dict[str, Dataset]:
+    def _clip_settings(self, split: str) -> dict[str, Any]:
+        """How a split's videos become clips: augmentation, clips per video and flips."""
+        hp = self.hparams
+        augment = split == "train"
+        if hp.feature_cache:
+            # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
+            # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
+            clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
+        else:
+            clips = 1 if augment else hp.eval_clips
+        flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
+        return {"augment": augment, "clips_per_video": clips, **flips}
+
+    def _shard_splits(self, stage: str) -> list[str]:
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
+        found = [split for split in wanted if split in self._manifest["splits"]]
+        if not found:
+            raise ManifestError(f"{stage}: the shards at {self.hparams.streaming} hold no {' or '.join(wanted)} split")
+        return found
+
+    def _shard_datasets(self, stage: str, cache: bool = False) -> dict[str, Dataset]:
+        """The splits of ``stage`` from the shards; ``cache``: as a feature cache is extracted from them."""
         from video_cnn_rnn.data.streaming import ShardedVideoDataset, ShardItems, is_url, join
 
         hp, splits = self.hparams, self._manifest["splits"]
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
-        if not any(split in splits for split in wanted):
-            raise ManifestError(f"{stage}: the shards at {hp.streaming} hold no {' or '.join(wanted)} split")
         if is_url(hp.streaming) and self._chunk_cache is None:
             Path(hp.streaming_cache or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
             self._chunk_cache = tempfile.mkdtemp(prefix="video_cnn_rnn_chunks_", dir=hp.streaming_cache)
         common, datasets = self._dataset_kwargs(), {}
-        for split in (split for split in wanted if split in splits):
-            if split == "train":
-                clips = VideoDataset([], augment=True, random_flip=hp.train_flip, **common)
-                datasets[split] = ShardedVideoDataset(
-                    join(hp.streaming, split), clips, shuffle=True, seed=hp.seed, cache_dir=self._chunk_cache
-                )
-            else:
-                clips = VideoDataset([], clips_per_video=hp.eval_clips, mirrored_views=hp.eval_flip, **common)
+        for split in self._shard_splits(stage):
+            clips = VideoDataset([], **self._clip_settings(split), **common)
+            folder = join(hp.streaming, split)
+            if split == "train" and not cache:
+                datasets[split] = ShardedVideoDataset(folder, clips, True, hp.seed, cache_dir=self._chunk_cache)
+            else:  # every item once, in shard order: evaluation, predict, and what a feature cache holds
+                shard_id = f"{self._manifest.get('id')}/{split}"
                 items = splits[split]["items"]
-                datasets[split] = ShardItems(join(hp.streaming, split), clips, items, cache_dir=self._chunk_cache)
+                datasets[split] = ShardItems(folder, clips, items, cache_dir=self._chunk_cache, shard_id=shard_id)
         return datasets
 
     def teardown(self, stage: str) -> None:
@@ -308,6 +310,11 @@ class VideoDataModule(L.LightningDataModule):
     def cache_datasets(self) -> dict[str, VideoDataset]:
         """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
         test and ``extract`` share one cache. A checkpoint's evaluation needs no training videos."""
+        if self.hparams.streaming:  # shard items stand in for VideoDatasets (data.streaming.ShardItems)
+            stages = [
+                stage for stage, split in (("fit", "train"), ("test", "test")) if split in self._manifest["splits"]
+            ]
+            return {name: data for stage in stages for name, data in self._shard_datasets(stage, cache=True).items()}
         stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
         return {name: dataset for stage in stages for name, dataset in self._video_datasets(stage).items()}
 

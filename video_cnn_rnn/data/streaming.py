@@ -156,14 +156,45 @@ def _decode_item(clips: VideoDataset, item: dict[str, Any], epoch: int) -> dict[
 
 
 class ShardItems(Dataset):
-    """A split's shard items by index, decoded as ``VideoDataset`` items (each item exactly once per pass)."""
+    """A split's shard items by index, decoded as ``VideoDataset`` items (each item exactly once per pass).
 
-    def __init__(self, input_dir: str, clips: VideoDataset, num_items: int, cache_dir: str | None = None) -> None:
+    Stands in for a ``VideoDataset`` where a feature cache is extracted from shards: ``items`` (source path and
+    label, in shard order: read from the shards, once), the clip settings of ``clips``, and ``shard_id`` (the
+    manifest's ``id`` and the split), which keys the cache instead of the files' sizes and times.
+    """
+
+    CLIP_SETTINGS = frozenset(
+        ("num_frames", "img_size", "sampling", "stride", "target_fps", "clips_per_video", "random_flip")
+        + ("mirrored_views", "augment", "seed", "on_error")
+    )
+
+    def __init__(
+        self,
+        input_dir: str,
+        clips: VideoDataset,
+        num_items: int,
+        cache_dir: str | None = None,
+        shard_id: str | None = None,
+    ) -> None:
         self.input_dir, self.clips, self.num_items, self.cache_dir = input_dir, clips, num_items, cache_dir
+        self.shard_id = shard_id
         self._shards = None  # opened in each worker: nothing native crosses a fork
+        self._items: list[tuple[str, int | None]] | None = None
 
     def __len__(self) -> int:
         return self.num_items
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ShardItems.CLIP_SETTINGS:
+            return getattr(self.__dict__["clips"], name)
+        raise AttributeError(name)
+
+    @property
+    def items(self) -> list[tuple[str, int | None]]:
+        if self._items is None:
+            metas = [unpack(self.raw(index)) for index in range(len(self))]
+            self._items = [(meta["path"], meta["label"] if meta["label"] >= 0 else None) for meta in metas]
+        return self._items
 
     def raw(self, index: int) -> dict[str, Any]:
         """The stored item, undecoded (``unpack`` reads its fields)."""
