@@ -169,3 +169,21 @@ def codec_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pa
         damage_middle_keyframe(path, damaged)
         videos[name] = (path, damaged)
     return videos
+
+
+@pytest.fixture(scope="session")
+def shard_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``synthetic_root`` written as LitData shards (``video-cnn-rnn shard``): train (18: 12 and 6 held out for
+    val), test (12) and predict (11 of the test videos: an odd count, so a rank padded by repeating a video would
+    show), chunks of ~20 KB (a few videos each)."""
+    pytest.importorskip("litdata")
+    from video_cnn_rnn.sharding import shard_main
+
+    root = tmp_path_factory.mktemp("shards") / "synthetic"
+    odd = root.parent / "predict.csv"
+    rows = (synthetic_root / "test.csv").read_text().splitlines()[1:-1]
+    odd.write_text("video_name,tag\n" + "".join(f"{synthetic_root / row}\n" for row in rows))
+    args = ["--train", str(synthetic_root / "train.csv"), "--test", str(synthetic_root / "test.csv")]
+    args += ["--predict", str(odd)]
+    shard_main([*args, "--output", str(root), "--chunk_bytes", "20KB"])
+    return root

@@ -15,7 +15,7 @@ from video_cnn_rnn.models.classifier import VideoClassifier
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-OVERLAYS = {"ddp"}  # configs that only adjust another config, e.g. --config demo.yaml --config ddp.yaml
+OVERLAYS = {"ddp", "multinode"}  # configs that only adjust another config, e.g. --config demo.yaml --config ddp.yaml
 
 
 def tiny_args(root: Path, runs: Path, name: str = "tiny") -> list[str]:

@@ -21,6 +21,7 @@ LAYERS = {
     "serve": 2,
     "export": 2,
     "timeline": 2,
+    "sharding": 2,
     "cli": 3,
     "__main__": 4,
 }

@@ -137,6 +137,8 @@ def _trainer(tmp_path: Path, is_global_zero: bool = True, log_dir: str | None = 
         default_root_dir=str(tmp_path / "root"),
         world_size=1,
         is_global_zero=is_global_zero,
+        global_rank=0 if is_global_zero else 1,
+        strategy=SimpleNamespace(barrier=lambda name=None: None),
     )
 
 
@@ -293,11 +295,12 @@ def test_predict_without_videos_writes_a_header_with_top_k_columns(tmp_path):
     assert _read_csv(tmp_path / "logs" / "predictions.csv") == [["path", "label_1", "prob_1", "label_2", "prob_2"]]
 
 
-def test_predict_writes_nothing_off_rank_zero(tmp_path):
+def test_predict_off_rank_zero_writes_only_its_own_rank_file(tmp_path):
     trainer, module = _trainer(tmp_path, is_global_zero=False), _module()
     callback = _callback(trainer, module, stage="predict", print_predictions=False)
     _predict(callback, trainer, module, [_predict_batch(["v.mp4"], [[0.25, 0.125, 0.625]])])
-    assert not (tmp_path / "logs").exists()
+    assert [path.name for path in (tmp_path / "logs").iterdir()] == ["predictions.rank1.csv"]
+    assert _read_csv(tmp_path / "logs" / "predictions.rank1.csv")[1][0] == "v.mp4"
 
 
 @pytest.mark.parametrize("clips", [0, 2])
@@ -324,3 +327,27 @@ def test_a_second_test_or_predict_run_with_the_same_callback_starts_with_no_rows
         _predict(callback, trainer, module, [_predict_batch(paths, [[0.5, 0.25, 0.25]])])
     assert [row[0] for row in _read_csv(tmp_path / "logs" / "test_predictions.csv")[1:]] == ["second.mp4"]
     assert [row[0] for row in _read_csv(tmp_path / "logs" / "predictions.csv")[1:]] == ["second.mp4"]
+
+
+def test_merge_predictions_takes_every_rank_file_once_and_refuses_a_video_in_two(tmp_path):
+    from video_cnn_rnn.reports import merge_predictions
+
+    header = "path,label_1,prob_1\n"
+    parts = [tmp_path / "predictions.rank0.csv", tmp_path / "predictions.rank1.csv"]
+    parts[0].write_text(header + "b.mp4,x,0.9\nd.mp4,y,0.8\n")
+    parts[1].write_text(header + "a.mp4,y,0.7\n")
+    path = merge_predictions(parts)
+    assert _read_csv(path) == [
+        ["path", "label_1", "prob_1"],
+        ["a.mp4", "y", "0.7"],
+        ["b.mp4", "x", "0.9"],
+        ["d.mp4", "y", "0.8"],
+    ]
+    assert not any(part.exists() for part in parts)
+    parts[0].write_text(header + "a.mp4,x,0.9\n")
+    parts[1].write_text(header + "a.mp4,y,0.7\n")
+    with pytest.raises(ValueError, match="a.mp4: predicted by two ranks"):
+        merge_predictions(parts)
+    parts[1].unlink()
+    with pytest.raises(FileNotFoundError, match="predictions.rank1.csv"):
+        merge_predictions(parts)

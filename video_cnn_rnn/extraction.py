@@ -64,15 +64,19 @@ def recipe_key(network: VideoNetwork, dataset: VideoDataset, precision: str, wei
         "weights": weights,
         "precision": str(precision),
         "frame_features": _frame_feature_shape(network, dataset.img_size),
-        "frames": frame_settings(dataset),
+        "frames": frame_settings(getattr(dataset, "clips", dataset)),  # shards: their VideoDataset's settings
     }
 
 
-def _entries(store: Path, recipe: dict[str, Any]) -> Callable[[str], tuple[Path, dict[str, Any]]]:
-    """path -> (entry file, full key) of one recipe."""
+def _entries(
+    store: Path, recipe: dict[str, Any], shard_id: str | None = None
+) -> Callable[[str], tuple[Path, dict[str, Any]]]:
+    """path -> (entry file, full key) of one recipe. Items of LitData shards are known by the id of the shards'
+    write and their source path (the source file need not exist here)."""
 
     def locate(path: str) -> tuple[Path, dict[str, Any]]:
-        key = {"recipe": recipe, "video": video_identity(path)}
+        video = {"shards": shard_id, "path": path} if shard_id else video_identity(path)
+        key = {"recipe": recipe, "video": video}
         return entry_path(store, key), key
 
     return locate
@@ -187,7 +191,8 @@ def build_feature_cache(
     weights = _weights_digest(network.backbone)
     _barrier(trainer)  # no rank is still writing while the others look
     locators = {
-        split: _entries(store, recipe_key(network, d, trainer.precision, weights)) for split, d in datasets.items()
+        split: _entries(store, recipe_key(network, d, trainer.precision, weights), getattr(d, "shard_id", None))
+        for split, d in datasets.items()
     }
     planned: set[Path] = set()
     for split, dataset in sorted(datasets.items()):

@@ -39,6 +39,32 @@ def write_test_report(report: dict[str, Any], folder: Path) -> dict[str, Path]:
     return paths
 
 
+def merge_predictions(parts: list[Path]) -> Path:
+    """Merge the ranks' ``predictions.rank<R>.csv`` into ``predictions.csv`` beside them, sorted by path, and
+    remove them. Every video must come from exactly one rank: a missing file or a video in two is an error."""
+    missing = [str(part) for part in parts if not part.is_file()]
+    if missing:
+        raise FileNotFoundError(f"prediction files of other ranks not found: {missing} (share the output folder)")
+    header, rows, seen = None, [], {}
+    for part in parts:
+        with part.open(newline="") as file:
+            lines = list(csv.reader(file))
+        header = max(header or lines[0], lines[0], key=len)
+        for row in lines[1:]:
+            if row[0] in seen:
+                raise ValueError(f"{row[0]}: predicted by two ranks ({seen[row[0]].name}, {part.name})")
+            seen[row[0]] = part
+            rows.append(row)
+    path = parts[0].parent / "predictions.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(sorted(rows, key=lambda row: row[0]))
+    for part in parts:
+        part.unlink()
+    return path
+
+
 def write_test_predictions(rows: list[tuple[str, int, list[float]]], class_names: list[str], path: Path) -> Path:
     """One row per test video: path, true label, predicted label and every class's probability."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,21 +230,28 @@ class RunReports(L.Callback):
                 write_gif(frames, caption, gif_dir / f"{Path(path).stem}.gif")
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        """Each rank writes its rows to ``predictions.rank<R>.csv``; rank 0 merges them into ``predictions.csv``
+        (so no rank holds every row in memory at once before writing; under DDP on several nodes the output
+        folder must be shared)."""
         self._write_skipped(trainer)
-        rows = sorted(self._gather(trainer, self._rows), key=lambda row: row[0])
-        if not trainer.is_global_zero:
-            return
-        k = max(((len(row) - 1) // 2 for row in rows), default=self.top_k)
-        header = ["path"] + [f"{field}_{i}" for i in range(1, k + 1) for field in ("label", "prob")]
         folder = self._folder
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "predictions.csv"
-        with path.open("w", newline="") as file:
+        k = max(((len(row) - 1) // 2 for row in self._rows), default=self.top_k)
+        header = ["path"] + [f"{field}_{i}" for i in range(1, k + 1) for field in ("label", "prob")]
+        part = folder / f"predictions.rank{trainer.global_rank}.csv"
+        with part.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(header)
-            writer.writerows([[row[0]] + [f"{v:.6f}" if isinstance(v, float) else v for v in row[1:]] for row in rows])
+            writer.writerows(
+                [[row[0]] + [f"{v:.6f}" if isinstance(v, float) else v for v in row[1:]] for row in self._rows]
+            )
+        trainer.strategy.barrier("predictions written")
+        if not trainer.is_global_zero:
+            return
+        path = merge_predictions([folder / f"predictions.rank{rank}.csv" for rank in range(trainer.world_size)])
         if self.print_predictions:
-            for row in rows:
-                lines = [f"  {label}: {100 * prob:5.2f}%" for label, prob in zip(row[1::2], row[2::2], strict=True)]
-                print(f"{row[0]}\n" + "\n".join(lines))
-        rank_zero_info(f"{len(rows)} predictions written to {path}")
+            with path.open(newline="") as file:
+                for row in list(csv.reader(file))[1:]:
+                    pairs = zip(row[1::2], row[2::2], strict=True)
+                    print(f"{row[0]}\n" + "\n".join(f"  {label}: {100 * float(prob):5.2f}%" for label, prob in pairs))
+        rank_zero_info(f"predictions written to {path}")

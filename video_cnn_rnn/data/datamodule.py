@@ -1,5 +1,7 @@
 """VideoDataModule: annotation sources -> validated splits -> DataLoaders of padded uint8 batches."""
 
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,13 @@ class VideoDataModule(L.LightningDataModule):
         class_names: the vocabulary, in label order. Default: the sorted unique labels of ``train`` (the Keras
             example's StringLookup). A checkpoint evaluated through the CLI brings its own; ``train``'s labels
             must then be exactly these classes.
+        streaming: root of LitData shards written by ``video-cnn-rnn shard`` (a folder, or an ``s3://`` /
+            ``gs://`` / ``azure://`` URL with credentials in the environment), instead of ``train`` / ``val`` /
+            ``test`` / ``predict``: its splits and class names are used. Training streams the shards through
+            LitData (shuffled chunk-wise, sharded across ranks, nodes and workers with equal counts per rank;
+            resumable mid-epoch), evaluation and predict read every item exactly once. See ``streaming.py``.
+        streaming_cache: folder in which each run makes its own cache of a bucket's chunks (default: the
+            system's temporary folder); a run never shares or reuses another's (litData#398).
     """
 
     def __init__(
@@ -107,8 +116,13 @@ class VideoDataModule(L.LightningDataModule):
         train_flip: bool = False,
         eval_flip: bool = False,
         class_names: list[str] | None = None,
+        streaming: str | None = None,
+        streaming_cache: str | None = None,
     ) -> None:
         super().__init__()
+        self._manifest: dict[str, Any] | None = None
+        if streaming:
+            class_names = self._read_shards(streaming, class_names, [train, val, test, predict])
         self._train_items: list[Item] | None = read_source(train, video_root) if train else None
         if self._train_items:
             train_classes = class_names_from(self._train_items)
@@ -121,6 +135,22 @@ class VideoDataModule(L.LightningDataModule):
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
         self.cache_view: Path | None = None
+        self._chunk_cache: str | None = None  # this run's own cache of a bucket's chunks
+        self._train_loader: Any = None
+        self._loader_state: dict[str, Any] | None = None  # a checkpoint's streaming loader state, to restore
+
+    def _read_shards(self, root: str, class_names: list[str] | None, sources: list[Any]) -> list[str]:
+        """The shard root's manifest, checked before anything trains; its class names."""
+        from video_cnn_rnn.data.streaming import read_manifest  # LitData: the streaming extra
+
+        if any(sources):
+            raise ManifestError("data.streaming replaces data.train / val / test / predict: set one or the other")
+        self._manifest = read_manifest(root)
+        names = self._manifest["class_names"]
+        if class_names is not None:
+            check_same_classes(class_names, names, f"data.streaming ({root})")
+            return list(class_names)
+        return names
 
     def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
         index = {name: i for i, name in enumerate(self.class_names or [])}
@@ -180,6 +210,9 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         common = self._dataset_kwargs()
+        if hp.streaming and (self.cache_view is None or stage == "predict"):
+            self.datasets.update(self._shard_datasets(stage))
+            return
         if stage == "predict":
             if not hp.predict:
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
@@ -192,34 +225,103 @@ class VideoDataModule(L.LightningDataModule):
             )
             return
         if self.cache_view is not None:
-            for split in self._split_items(stage):
+            for split in self._shard_splits(stage) if hp.streaming else self._split_items(stage):
                 self.datasets[split] = FeatureCacheDataset(self.cache_view, split, augment=split == "train")
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
 
     def _video_datasets(self, stage: str) -> dict[str, VideoDataset]:
-        hp = self.hparams
         common = self._dataset_kwargs()
         datasets = {}
         checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())
         for split, items in checked.items():
-            augment = split == "train"
-            if self.hparams.feature_cache:
-                # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
-                # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
-                clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
-            else:
-                clips = 1 if augment else hp.eval_clips
-            flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
-            datasets[split] = VideoDataset(
-                self._labelled(items), augment=augment, clips_per_video=clips, **flips, **common
-            )
+            datasets[split] = VideoDataset(self._labelled(items), **self._clip_settings(split), **common)
         return datasets
+
+    def _clip_settings(self, split: str) -> dict[str, Any]:
+        """How a split's videos become clips: augmentation, clips per video and flips."""
+        hp = self.hparams
+        augment = split == "train"
+        if hp.feature_cache:
+            # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
+            # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
+            clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
+        else:
+            clips = 1 if augment else hp.eval_clips
+        flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
+        return {"augment": augment, "clips_per_video": clips, **flips}
+
+    def _shard_splits(self, stage: str) -> list[str]:
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
+        found = [split for split in wanted if split in self._manifest["splits"]]
+        if not found:
+            raise ManifestError(f"{stage}: the shards at {self.hparams.streaming} hold no {' or '.join(wanted)} split")
+        return found
+
+    def _shard_datasets(self, stage: str, cache: bool = False) -> dict[str, Dataset]:
+        """The splits of ``stage`` from the shards; ``cache``: as a feature cache is extracted from them."""
+        from video_cnn_rnn.data.streaming import ShardedVideoDataset, ShardItems, is_url, join
+
+        hp, splits = self.hparams, self._manifest["splits"]
+        if is_url(hp.streaming) and self._chunk_cache is None:
+            Path(hp.streaming_cache or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
+            self._chunk_cache = tempfile.mkdtemp(prefix="video_cnn_rnn_chunks_", dir=hp.streaming_cache)
+        common, datasets = self._dataset_kwargs(), {}
+        for split in self._shard_splits(stage):
+            clips = VideoDataset([], **self._clip_settings(split), **common)
+            folder = join(hp.streaming, split)
+            if split == "train" and not cache:
+                datasets[split] = ShardedVideoDataset(folder, clips, True, hp.seed, cache_dir=self._chunk_cache)
+            else:  # every item once, in shard order: evaluation, predict, and what a feature cache holds
+                shard_id = f"{self._manifest.get('id')}/{split}"
+                items = splits[split]["items"]
+                datasets[split] = ShardItems(folder, clips, items, cache_dir=self._chunk_cache, shard_id=shard_id)
+        return datasets
+
+    def teardown(self, stage: str) -> None:
+        if self._chunk_cache is not None:  # a bucket's chunks cached for this run only
+            shutil.rmtree(self._chunk_cache, ignore_errors=True)
+            self._chunk_cache = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The streaming training loader's position and RNG states, for an exact mid-epoch resume (litData#775)."""
+        if self._train_loader is None:
+            return {}
+        return {"streaming_loader": self._train_loader.resume_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loader_state = state_dict.get("streaming_loader")
+
+    def _streaming_train_loader(self) -> Any:
+        from video_cnn_rnn.data.streaming import ResumableStreamingLoader
+
+        hp = self.hparams
+        loader = ResumableStreamingLoader(
+            self.datasets["train"],
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            collate_fn=collate_clips,
+            pin_memory=hp.pin_memory and torch.cuda.is_available(),
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            # Each new epoch's iterator draws a base seed: from a generator of its own, never the global torch RNG,
+            # which a resume restores after the iterator exists (an epoch-boundary resume would be a draw off).
+            generator=torch.Generator().manual_seed(hp.seed),
+        )
+        if self._loader_state is not None:
+            loader.resume_from(self._loader_state)
+            self._loader_state = None
+        self._train_loader = loader
+        return loader
 
     def cache_datasets(self) -> dict[str, VideoDataset]:
         """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
         test and ``extract`` share one cache. A checkpoint's evaluation needs no training videos."""
+        if self.hparams.streaming:  # shard items stand in for VideoDatasets (data.streaming.ShardItems)
+            stages = [
+                stage for stage, split in (("fit", "train"), ("test", "test")) if split in self._manifest["splits"]
+            ]
+            return {name: data for stage in stages for name, data in self._shard_datasets(stage, cache=True).items()}
         stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
         return {name: dataset for stage in stages for name, dataset in self._video_datasets(stage).items()}
 
@@ -263,7 +365,11 @@ class VideoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled by ``seed + epoch``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
         position (epoch, batches consumed, RNG states) in every checkpoint and ``fit --ckpt_path`` continues
-        from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``)."""
+        from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``).
+
+        With ``streaming``: LitData's ``StreamingDataLoader``, whose state the data module checkpoints itself."""
+        if self.hparams.streaming:
+            return self._streaming_train_loader()
         trainer = self.trainer
         distributed = trainer is not None and trainer.world_size > 1
         sampler = ResumableSampler(

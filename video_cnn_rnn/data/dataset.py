@@ -4,7 +4,7 @@ import os
 import random
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import torch
 from torch.utils.data import Dataset
@@ -87,7 +87,7 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load(self, path: str, index: int, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
+    def _load(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
         frames, length = self._decode(path, index, damage)
         if self.augment and self.random_flip:
             if self.clips_per_video == 1:
@@ -101,7 +101,7 @@ class VideoDataset(Dataset):
             frames = torch.cat([clips, clips.flip(-1)])  # -> [2K, L, C, H, W]
         return frames, length
 
-    def _decode(self, path: str, index: int, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
+    def _decode(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
         if self.clips_per_video == 1:
             return load_clip(
                 path,
@@ -140,9 +140,14 @@ class VideoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, label = self.items[index]
+        return self.load_item(path, path, label, index)
+
+    def load_item(self, source: str | BinaryIO, path: str, label: int | None, key: Any) -> dict[str, Any]:
+        """The item of the video at ``source`` (a path, or its bytes in a file-like object: a shard's item), named
+        ``path`` in the item and in messages; ``key`` seeds the K clips' random draws (the index, for files)."""
         damage: list[Damage] | None = [] if self.on_error == "warn" else None
         try:
-            frames, length = self._load(path, index, damage)
+            frames, length = self._load(source, key, damage)
         except VideoDecodeError as error:
             if self.on_error == "raise":
                 raise

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from video_cnn_rnn.data import readers
-from video_cnn_rnn.data.readers import Damage, Decoded, IndexPicker, Scale
+from video_cnn_rnn.data.readers import Damage, Decoded, IndexPicker, Scale, Source
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["auto", "decord", "pyav"]
@@ -73,11 +73,12 @@ def describe_damage(damage: list[Damage], shown: int = 2) -> str:
     return "damaged stream: " + "; ".join(parts) + more
 
 
-def _decode(path: str, pick: IndexPicker, scale: Scale | None, backend: Backend) -> Decoded:
+def _decode(path: Source, pick: IndexPicker, scale: Scale | None, backend: Backend) -> Decoded:
     """The planner: which reader decodes ``path``, and the fallback when its stream is shorter than its header."""
     probe = readers.probe_pyav(path, pick) if backend != "decord" else None
     seek = backend == "decord" or (
         backend == "auto"
+        and isinstance(path, str)  # bytes in memory: PyAV only (readers.read_decord)
         and bool(probe.index)
         and readers.decord_available()
         and readers.random_access_pays(probe.index, probe.wanted, probe.pts_ordered)
@@ -111,7 +112,7 @@ def _run_with_timeout(fn: Callable[[], Decoded], timeout_s: float | None, path: 
         except BaseException as error:  # re-raised in the caller's thread
             result["error"] = error
 
-    thread = threading.Thread(target=target, name=f"decode:{Path(path).name}", daemon=True)
+    thread = threading.Thread(target=target, name=f"decode:{Path(path).name}", daemon=True)  # path: a name
     thread.start()
     thread.join(timeout_s)
     if thread.is_alive():
@@ -169,8 +170,18 @@ def _replayable(rng: random.Random | None) -> Callable[[], random.Random]:
     return lambda: random.Random(seed)
 
 
+def _source_and_name(path: str | Path | Source) -> tuple[Source, str]:
+    """The reader's source and the name messages give it: a path, or a file-like object's ``name`` (set one on an
+    ``io.BytesIO``, e.g. the video's original path, so that errors name the video)."""
+    if isinstance(path, (str, Path)):
+        if not Path(path).is_file():
+            raise VideoDecodeError(f"{path}: no such file")
+        return str(path), str(path)
+    return path, str(getattr(path, "name", "<video bytes>"))
+
+
 def _decode_checked(
-    path: str | Path,
+    path: str | Path | Source,
     pick: IndexPicker,
     scale: Scale | None,
     backend: Backend,
@@ -178,13 +189,11 @@ def _decode_checked(
     damage: list[Damage] | None,
 ) -> tuple[np.ndarray, list[int]]:
     """``decode_frames`` with, for each frame, its position among the frames ``pick`` chose last."""
-    path = str(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
-    if not Path(path).is_file():
-        raise VideoDecodeError(f"{path}: no such file")
+    source, path = _source_and_name(path)
     try:
-        decoded = _run_with_timeout(lambda: _decode(path, pick, scale, backend), decode_timeout, path)
+        decoded = _run_with_timeout(lambda: _decode(source, pick, scale, backend), decode_timeout, path)
     except VideoDecodeError:
         raise
     except ImportError:
@@ -207,7 +216,7 @@ def _decode_checked(
 
 
 def decode_frames(
-    path: str | Path,
+    path: str | Path | Source,
     pick: IndexPicker,
     short_side: int | None = None,
     backend: Backend = "auto",
@@ -231,7 +240,7 @@ def decode_frames(
 
 
 def load_clip(
-    path: str | Path,
+    path: str | Path | Source,
     num_frames: int = 20,
     img_size: int = 224,
     sampling: SamplingMode = "uniform",
@@ -250,6 +259,10 @@ def load_clip(
 
     Returns ``(frames, length)``: frames uint8 ``[L, 3, img_size, img_size]`` holding the ``L <= num_frames``
     real frames (fewer when the video is shorter), and ``L``.
+
+    ``path`` may also be the encoded video in a seekable file-like object (``io.BytesIO``, e.g. a shard's item),
+    read by PyAV alone (decord is never given bytes): the same frames as the file with ``backend="pyav"``, and
+    with ``auto`` wherever auto reads the file with PyAV. Errors name the object's ``name`` attribute.
 
     A damaged stream raises ``DamagedVideoError`` naming the file and where the damage is. With a ``damage`` list,
     the clip keeps the sampled frames that decoded cleanly instead (fewer), and the damage is appended to the list.
@@ -277,7 +290,7 @@ def load_clip(
 
 
 def load_clips(
-    path: str | Path,
+    path: str | Path | Source,
     clips_per_video: int,
     num_frames: int = 20,
     img_size: int = 224,
@@ -317,6 +330,7 @@ def load_clips(
 
     frames, positions = _decode_checked(path, pick, _scale(img_size, crop), backend, decode_timeout, damage)
     frames = _to_clip(frames, img_size, crop)
+    path = _source_and_name(path)[1]  # for the messages below
     union = sorted({index for indices in per_clip for index in indices})
     if damage is None and len(frames) != len(union):
         raise VideoDecodeError(f"{path}: decoded {len(frames)} of the {len(union)} frames requested")

@@ -1,6 +1,7 @@
 """Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
 
-Every reader takes a path, an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a ``Scale``
+Every reader takes a path (the PyAV readers also the encoded bytes as a seekable file-like object: ``Source``),
+an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a ``Scale``
 (the shorter side, or the longer one, to scale to), and returns frames upright: the PyAV readers turn them by the
 file's display matrix (``orientation.py``) after scaling, and decord reads only files without one. decord returns
 RGB uint8 ``[L, H, W, 3]`` (``None`` when it fails on the file, for PyAV to read it); the PyAV readers return a
@@ -33,6 +34,7 @@ import bisect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import av
 import av.logging
@@ -57,6 +59,8 @@ _PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpe
 _CAVLC_ONLY_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Extended"})
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
+# A video file's path, or its encoded bytes in a seekable file-like object (``io.BytesIO``: an item of a shard).
+Source = str | BinaryIO
 
 
 @dataclass(frozen=True)
@@ -235,6 +239,18 @@ class Scale:
         return max(floor, round(width * scale)), max(floor, round(height * scale))
 
 
+def _open(source: Source):
+    """``av.open`` for a path or a file-like object; each pass reads a file-like object from its start."""
+    if not isinstance(source, str):
+        source.seek(0)
+    return av.open(source)
+
+
+def _name(source: Source) -> str:
+    """What messages call ``source``: its path, or a file-like object's ``name`` (the video's source path)."""
+    return source if isinstance(source, str) else str(getattr(source, "name", "<video bytes>"))
+
+
 def _probe_frame(path: str) -> tuple[int, int, Orientation]:
     """The stored (width, height) and the orientation of the first frame, which PyAV decodes to read it."""
     with av.open(path) as container:
@@ -255,6 +271,10 @@ def read_decord(path: str, pick: IndexPicker, scale: Scale | None) -> np.ndarray
     width, height = scale.size(width, height) if scale is not None else (-1, -1)
     # One thread per reader: parallelism comes from DataLoader workers, and decord's own thread pool
     # oversubscribes the cores when several workers decode at once.
+    if not isinstance(path, str):
+        # decord crashes the process (SIGSEGV) on some bytes it would reject from a file (a truncated AVI), so
+        # it is never given bytes: PyAV reads them.
+        return None
     try:
         reader = decord.VideoReader(path, ctx=decord.cpu(0), width=width, height=height, num_threads=1)
         indices = pick(len(reader), reader.get_avg_fps())
@@ -342,9 +362,9 @@ class PyAVProbe:
         return bool(self.wanted) and self.wanted == list(range(len(self.wanted)))
 
 
-def probe_pyav(path: str, pick: IndexPicker) -> PyAVProbe:
+def probe_pyav(path: Source, pick: IndexPicker) -> PyAVProbe:
     """Pick the frames (over the packets present, which a truncated file's header overstates) by demuxing alone."""
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         wanted = pick(stream.frames, fps) if stream.frames > 0 else []
@@ -469,13 +489,13 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter
     return _decoded(rows, wanted, watch)
 
 
-def read_pyav(path: str, probe: PyAVProbe, scale: Scale | None) -> Decoded:
+def read_pyav(path: Source, probe: PyAVProbe, scale: Scale | None) -> Decoded:
     """Decode ``probe.wanted`` in one sequential pass (fewer frames where the stream ended before its header's
     count, or damage lost them)."""
     if not probe.wanted:
         return Decoded()
-    to_rgb = _RGBConverter(scale, path)
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    to_rgb = _RGBConverter(scale, _name(path))
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         if probe.pts_ordered and not probe.is_prefix:
             decoded = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb, log)
@@ -485,19 +505,19 @@ def read_pyav(path: str, probe: PyAVProbe, scale: Scale | None) -> Decoded:
     return decoded
 
 
-def read_pyav_decodable(path: str, pick: IndexPicker, scale: Scale | None) -> Decoded:
+def read_pyav_decodable(path: Source, pick: IndexPicker, scale: Scale | None) -> Decoded:
     """For damaged and truncated files: count the frames that decode, pick among them, then decode again keeping
     only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         counted = _decode_counting(container, stream, [], None, log)
     if not counted.positions:
         return counted
-    with _ffmpeg_errors() as log, av.open(path) as container:
+    with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
         decoded = _decode_counting(
-            container, stream, pick(len(counted.positions), fps), _RGBConverter(scale, path), log
+            container, stream, pick(len(counted.positions), fps), _RGBConverter(scale, _name(path)), log
         )
     decoded.damage = unique(counted.damage + decoded.damage)
     return decoded
