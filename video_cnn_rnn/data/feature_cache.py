@@ -28,21 +28,23 @@ class FeatureCacheDataset(Dataset):
 
     With K cached clips per video, ``augment`` (training) draws one of them at random each time (the augmentation a
     single cached clip cannot give); evaluation returns all K (``[K, L, D]``), whose predictions the model
-    averages as it does for K clips decoded from the video.
+    averages as it does for K clips decoded from the video. ``repeats`` = R lists every video R times (R draws a
+    pass), as ``VideoDataset`` does.
     """
 
-    def __init__(self, folder: str | Path, augment: bool = False) -> None:
+    def __init__(self, folder: str | Path, augment: bool = False, repeats: int = 1) -> None:
         folder = Path(folder)
         self.features = np.load(folder / "features.npy", mmap_mode="r")  # [N, K, T, D]
         self.lengths = np.load(folder / "lengths.npy")
         self.labels = np.load(folder / "labels.npy")
         self.paths: list[str] = json.loads((folder / "paths.json").read_text())
-        self.augment = augment
+        self.augment, self.repeats = augment, repeats
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * self.repeats
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index %= len(self.paths)
         # The global generator: the resumable training sampler seeds it per (seed, epoch, video), so the drawn
         # clip does not depend on the worker that loads the item and is reproduced after a resume.
         clips = self.features.shape[1]
