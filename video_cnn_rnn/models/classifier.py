@@ -5,6 +5,7 @@ The network itself (backbone, head, classifier layers) is ``network.py``; metric
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -84,7 +85,9 @@ class VideoClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class cross-entropy weights.
         optimizer: optimizer factory (LightningCLI injects it; set ``--model.optimizer.lr``).
-        lr_scheduler: optional scheduler factory, stepped every epoch.
+        lr_scheduler: optional scheduler factory, stepped every epoch, or as its ``interval`` says: e.g.
+            ``video_cnn_rnn.models.schedules.WarmupCosineLR`` (linear warm-up, cosine decay, stepped per
+            optimizer step).
         num_frames: frames per clip; with ``img_size``, ``sampling``, ``eval_clips`` and ``eval_flip`` the
             data module's settings (the CLI links them), stored so a checkpoint evaluates videos as it was
             trained and ``predict_video`` rebuilds the input pipeline.
@@ -300,7 +303,9 @@ class VideoClassifier(L.LightningModule):
         self.test_per_class.reset()
 
     def configure_optimizers(self) -> Any:
-        """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set."""
+        """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set. A scheduler
+        scales both groups alike; one with an ``interval`` attribute (``WarmupCosineLR``) is stepped at that
+        interval, after ``set_run_length`` gave it the run's optimizer steps (``trainer.estimated_stepping_batches``)."""
         backbone_ids = {id(p) for p in self.network.backbone.parameters()}
         head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
         backbone_params = [p for p in self.network.backbone.parameters() if p.requires_grad]
@@ -314,7 +319,14 @@ class VideoClassifier(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        # A scheduler that says how it is stepped (WarmupCosineLR's interval) is stepped so, told the run's length.
+        interval = getattr(scheduler, "interval", "epoch")
+        if hasattr(scheduler, "set_run_length") and self._trainer is not None:
+            total = self.trainer.estimated_stepping_batches  # also sets num_training_batches (per process)
+            batches = self.trainer.num_training_batches
+            per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if math.isfinite(batches) else 1
+            scheduler.set_run_length(int(min(total, 2**62)), per_epoch)
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val_loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
