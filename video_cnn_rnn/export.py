@@ -72,7 +72,8 @@ class ExportableNetwork(nn.Module):
         batch, steps = frames.shape[:2]
         # Every frame goes through the backbone (frames[mask] would have a data-dependent size); padding is
         # then zeroed as VideoNetwork.extract_features does.
-        features = self.network._backbone_forward(frames.flatten(0, 1))  # [B, T, C, H, W] -> [B * T, D]
+        images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
+        features = self.network._backbone_forward(images, mask, real_frames_only=False)  # -> [B * T, D]
         features = features.unflatten(0, (batch, steps)) * mask.unsqueeze(-1).to(features.dtype)  # -> [B, T, D]
         pooled = self.network.head(self.network.feature_dropout(features.float()), mask, **self.head_kwargs)
         return self.network.classifier(pooled)  # [B, D'] -> [B, num_classes]

@@ -6,10 +6,9 @@ import functools
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-
-import lightning as L
 from torch.utils.data import DataLoader
 
 from video_cnn_rnn.cli import run_cli

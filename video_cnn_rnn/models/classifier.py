@@ -65,6 +65,9 @@ class VideoClassifier(L.LightningModule):
         freeze: "frozen" (feature extractor), "finetune" (all trains) or "last_n".
         trainable_blocks: number of trailing backbone blocks that train with ``freeze="last_n"``.
         backbone_lr: learning rate of trainable backbone params; None = the optimizer's lr.
+        temporal_shift: temporal shift module (TSM) in the trainable stages: this share of the channels of every
+            residual block's branch comes from the previous frame of the clip and as many from the next
+            (0.125 = the paper's 1/8); 0 turns it off. No parameters; needs ``freeze`` last_n or finetune.
         head: temporal head: ``gru`` / ``lstm`` (stacked recurrent layers over packed sequences),
             ``transformer``, ``mean`` or ``max`` (over time).
         rnn_hidden_sizes: (gru, lstm) widths of the stacked recurrent layers; default [16, 8].
@@ -109,6 +112,7 @@ class VideoClassifier(L.LightningModule):
         freeze: FreezePolicy = "frozen",
         trainable_blocks: int = 1,
         backbone_lr: float | None = None,
+        temporal_shift: float = 0.0,
         head: HeadKind = "gru",
         rnn_hidden_sizes: list[int] | None = None,
         bidirectional: bool | None = None,
@@ -173,6 +177,7 @@ class VideoClassifier(L.LightningModule):
             channels_last=channels_last,
             compile_backbone=compile_backbone,
             backbone_batch_size=backbone_batch_size,
+            temporal_shift=temporal_shift,
         )
         self.register_load_state_dict_pre_hook(_prefix_legacy_keys)
 

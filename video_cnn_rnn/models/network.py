@@ -21,6 +21,7 @@ from video_cnn_rnn.models.backbone import (
     keep_frozen_in_eval,
 )
 from video_cnn_rnn.models.heads import HeadKind, build_head
+from video_cnn_rnn.models.temporal_shift import TemporalShift, clip_layout
 
 
 class VideoNetwork(nn.Module):
@@ -37,6 +38,9 @@ class VideoNetwork(nn.Module):
         channels_last: run convolutional backbones in channels_last memory format.
         compile_backbone: ``torch.compile`` the backbone in place (state-dict keys are unchanged).
         backbone_batch_size: at most this many frames per backbone call; None runs all real frames at once.
+            With ``temporal_shift`` a call holds whole clips (one clip longer than this goes alone).
+        temporal_shift: share of channels shifted one frame forward and as many one frame back in every residual
+            block of the trainable stages (TSM; 0.125 is the paper's 1/8); 0 turns it off. Adds no parameter.
     """
 
     def __init__(
@@ -55,12 +59,18 @@ class VideoNetwork(nn.Module):
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
+        temporal_shift: float = 0.0,
     ) -> None:
         super().__init__()
         self.backbone_name, self.freeze = backbone, freeze
         self.backbone_batch_size = backbone_batch_size
         self.backbone = create_backbone(backbone, pretrained)
         apply_freeze_policy(self.backbone, freeze, trainable_blocks)
+        # Hooks only: the state dict is the same with and without the shift.
+        self.temporal_shift: TemporalShift | None = None
+        if temporal_shift:
+            self.temporal_shift = TemporalShift(temporal_shift)
+            self.temporal_shift.attach(self.backbone, f"backbone '{backbone}' with freeze '{freeze}'")
         data_config = backbone_data_config(self.backbone)
         # Folding /255 into the stats lets extract_features normalise uint8 frames in one step. Not
         # persistent: they derive from the backbone name, which the hyperparameters already record.
@@ -105,8 +115,12 @@ class VideoNetwork(nn.Module):
             images = frames[mask]  # [B, T, C, H, W] -> [N, C, H, W], N = real frames
         else:
             images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
-        chunk = self.backbone_batch_size or max(len(images), 1)
-        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D]
+        feats = torch.cat(
+            [
+                self._backbone_forward(part, part_mask, real_frames_only)
+                for part, part_mask in self._chunks(images, mask, real_frames_only)
+            ]
+        )  # [N, D]
         if not real_frames_only:
             feats = feats.view(batch, steps, -1)  # [B * T, D] -> [B, T, D]
             return feats * mask.unsqueeze(-1).to(feats.dtype)
@@ -114,12 +128,41 @@ class VideoNetwork(nn.Module):
         out[mask] = feats  # [N, D] -> [B, T, D]
         return out
 
-    def _backbone_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D]."""
+    def _chunks(
+        self, images: torch.Tensor, mask: torch.Tensor, real_frames_only: bool
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Backbone calls of at most ``backbone_batch_size`` frames: (images, the mask rows they come from). With
+        the temporal shift each call holds whole clips, since the shift reads a frame's neighbours."""
+        chunk = self.backbone_batch_size or max(len(images), 1)
+        if self.temporal_shift is None:
+            return [(part, mask) for part in images.split(chunk)]
+        frames_per_clip = mask.sum(1).tolist() if real_frames_only else [mask.shape[1]] * mask.shape[0]
+        sizes: list[int] = []  # frames per call
+        counts: list[int] = []  # clips per call
+        for count in frames_per_clip:
+            if sizes and sizes[-1] + count <= chunk:
+                sizes[-1] += count
+                counts[-1] += 1
+            else:
+                sizes.append(count)
+                counts.append(1)
+        return list(zip(images.split(sizes), mask.split(counts), strict=True))
+
+    def _backbone_forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, real_frames_only: bool = True
+    ) -> torch.Tensor:
+        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D]. ``mask`` [B, T]
+        says which clips the rows are (``frames[mask]``, or with ``real_frames_only=False`` all B * T frames):
+        needed with the temporal shift, ignored without it."""
         images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
         if self.use_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.backbone(images)
+        if self.temporal_shift is None:
+            return self.backbone(images)
+        if mask is None:
+            raise ValueError("temporal_shift: _backbone_forward needs the clips' mask")
+        with self.temporal_shift.clips(clip_layout(mask.to(images.device), real_frames_only)):
+            return self.backbone(images)
 
     def forward_features(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Head and classifier only: features [B, T, D], mask [B, T] -> logits [B, num_classes]."""
