@@ -310,7 +310,7 @@ class VideoClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set. A scheduler
         scales both groups alike; one with an ``interval`` attribute (``WarmupCosineLR``) is stepped at that
-        interval, after ``set_run_length`` gave it the run's optimizer steps (``trainer.estimated_stepping_batches``)."""
+        interval, told the run's optimizer steps by ``on_train_start``."""
         backbone_ids = {id(p) for p in self.network.backbone.parameters()}
         head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
         backbone_params = [p for p in self.network.backbone.parameters() if p.requires_grad]
@@ -324,17 +324,31 @@ class VideoClassifier(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        # A scheduler that says how it is stepped (WarmupCosineLR's interval) is stepped so, told the run's length.
-        interval = getattr(scheduler, "interval", "epoch")
-        if hasattr(scheduler, "set_run_length") and self._trainer is not None:
-            total = self.trainer.estimated_stepping_batches  # also sets num_training_batches (per process)
-            batches = self.trainer.num_training_batches
-            per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if math.isfinite(batches) else 1
-            scheduler.set_run_length(int(min(total, 2**62)), per_epoch)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
+        # A scheduler that says how it is stepped (WarmupCosineLR's interval) is stepped so; on_train_start tells it
+        # the run's length.
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val_loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def on_train_start(self) -> None:
+        """Tell schedulers with ``set_run_length`` (``WarmupCosineLR``) the run's optimizer steps and steps per epoch.
+
+        Not in ``configure_optimizers``: ``trainer.estimated_stepping_batches`` there sets the training loader up
+        before a checkpoint is restored, and Lightning then never gives the loader its saved position, so a
+        resumed run would restart its epoch's data. Here the loader is set up and restored; a resumed scheduler
+        recomputes the lr of its restored step.
+        """
+        trainer = self.trainer
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+        if not any(hasattr(scheduler, "set_run_length") for scheduler in schedulers):
+            return
+        total = trainer.estimated_stepping_batches  # the loader is set up already: nothing is rebuilt
+        batches = trainer.num_training_batches
+        per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else 1
+        for scheduler in schedulers:
+            if hasattr(scheduler, "set_run_length"):
+                scheduler.set_run_length(int(min(total, 2**62)), per_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The state dict holds every backbone weight, so rebuilding from the checkpoint must not try to
