@@ -61,7 +61,8 @@ def test_bad_count_is_named(synthetic_root: Path) -> None:
         _data(synthetic_root, sampling="uniform")
 
 
-def _fit(root: Path, folder: Path, max_epochs: int, ckpt_path: str | None = None) -> dict[str, torch.Tensor]:
+def _fit(root: Path, folder: Path, max_epochs: int, ckpt_path: str | None = None) -> tuple[dict, int]:
+    """-> (the final state dict, how many training batches the device augmentation transformed)."""
     L.seed_everything(7)
     model = VideoClassifier(
         backbone="test_efficientnet",
@@ -77,6 +78,8 @@ def _fit(root: Path, folder: Path, max_epochs: int, ckpt_path: str | None = None
         lr_scheduler=functools.partial(WarmupCosineLR, warmup_epochs=0.5),
     )
     data = _data(root, augment=True, crop_scale=(0.5, 1.0), color_jitter=0.3, train_flip=True)
+    augment, calls = data.train_augment, []
+    data.train_augment = lambda frames, mask: calls.append(len(frames)) or augment(frames, mask)
     checkpoint = ModelCheckpoint(dirpath=folder, every_n_train_steps=5, save_top_k=-1, filename="{step}")
     trainer = L.Trainer(
         accelerator="cpu",
@@ -88,7 +91,7 @@ def _fit(root: Path, folder: Path, max_epochs: int, ckpt_path: str | None = None
         default_root_dir=folder,
     )
     trainer.fit(model, data, ckpt_path=ckpt_path)
-    return model.state_dict()
+    return model.state_dict(), len(calls)
 
 
 @pytest.mark.slow
@@ -96,7 +99,10 @@ def test_mid_epoch_resume_with_k_clips_and_augmentation_is_exact(synthetic_root:
     """18 videos x 3 clips in batches of 4: 14 steps an epoch; stopped after step 5 (mid-epoch) and resumed, the
     weights at the end equal an uninterrupted run's (frame draws, crops, flips, jitter, dropout, and the per-step
     lr schedule, whose run length must not be read before the loader's position is restored)."""
-    uninterrupted = _fit(synthetic_root, tmp_path / "a", max_epochs=1)
-    resumed = _fit(synthetic_root, tmp_path / "b", max_epochs=1, ckpt_path=str(tmp_path / "a" / "step=5.ckpt"))
+    uninterrupted, augmented = _fit(synthetic_root, tmp_path / "a", max_epochs=1)
+    resumed, augmented_after_resume = _fit(
+        synthetic_root, tmp_path / "b", max_epochs=1, ckpt_path=str(tmp_path / "a" / "step=5.ckpt")
+    )
+    assert (augmented, augmented_after_resume) == (14, 9)  # every training batch, and only those
     assert uninterrupted.keys() == resumed.keys()
     assert not [key for key in resumed if not torch.equal(resumed[key], uninterrupted[key])]
