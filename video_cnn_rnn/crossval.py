@@ -45,6 +45,7 @@ from video_cnn_rnn.models.heads import HEAD_SETTINGS
 # their masked mean and one linear layer, trained with AdamW on every training video for 60 epochs.
 LINEAR_PROBE: tuple[str, ...] = (
     "--model.freeze", "frozen",
+    "--model.temporal_shift", "0",
     "--model.head", "mean",
     "--model.fc_hidden", "null",
     "--model.feature_dropout", "0.5",
@@ -58,6 +59,8 @@ LINEAR_PROBE: tuple[str, ...] = (
     "--trainer.callbacks", "[]",
     "--data.val_fraction", "0",
     "--data.cache_clips", "1",
+    "--data.train_clips_per_video", "1",
+    "--data.augment", "false",
     "--data.eval_clips", "1",
     "--data.train_flip", "false",
     "--data.eval_flip", "false",

@@ -130,12 +130,12 @@ class VideoNetwork(nn.Module):
 
     def _chunks(
         self, images: torch.Tensor, mask: torch.Tensor, real_frames_only: bool
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Backbone calls of at most ``backbone_batch_size`` frames: (images, the mask rows they come from). With
-        the temporal shift each call holds whole clips, since the shift reads a frame's neighbours."""
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Backbone calls of at most ``backbone_batch_size`` frames: (images, the mask rows of their clips, or None
+        without the temporal shift). With the shift each call holds whole clips: it reads a frame's neighbours."""
         chunk = self.backbone_batch_size or max(len(images), 1)
         if self.temporal_shift is None:
-            return [(part, mask) for part in images.split(chunk)]
+            return [(part, None) for part in images.split(chunk)]
         frames_per_clip = mask.sum(1).tolist() if real_frames_only else [mask.shape[1]] * mask.shape[0]
         sizes: list[int] = []  # frames per call
         counts: list[int] = []  # clips per call
