@@ -226,3 +226,28 @@ def test_help_lists_every_subcommand(capsys) -> None:
         main(["--help"])
     out = capsys.readouterr().out
     assert all(name in out for name in ("fit", "validate", "test", "predict", "extract", "cv", "synthetic"))
+
+
+def test_fine_tuning_recipe_trains_through_the_cli(synthetic_root: Path, tmp_path: Path) -> None:
+    """finetune_real.yaml as written (device augmentation, K clips, per-step warm-up + cosine), with the temporal
+    shift on, on a tiny backbone: two epochs run, both parameter groups end at the end of the cosine."""
+    shrink = ["--model.backbone", "test_efficientnet", "--model.pretrained", "false", "--model.d_model", "16"]
+    shrink += ["--model.temporal_shift", "0.125", "--data.test", "null", "--data.video_root", "null"]
+    shrink += [
+        "--data.img_size",
+        "32",
+        "--data.num_frames",
+        "4",
+        "--data.num_workers",
+        "0",
+        "--trainer.max_epochs",
+        "2",
+    ]
+    shrink += ["--data.train", str(synthetic_root / "train.csv"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    shrink += ["--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.enable_progress_bar", "false"]
+    cli = run_cli(["fit", "--config", str(CONFIG_DIR / "finetune_real.yaml"), *shrink])
+    assert cli.trainer.state.finished and cli.trainer.global_step == 2 * 5  # 18 videos x 2 clips, batches of 8
+    scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert (scheduler.steps_per_epoch, scheduler.total_steps, scheduler.last_epoch) == (5, 10, 10)
+    head, backbone = cli.trainer.optimizers[0].param_groups
+    assert head["lr"] == pytest.approx(1e-3 * 0.01) and backbone["lr"] == pytest.approx(1e-4 * 0.01)

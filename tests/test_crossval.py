@@ -9,6 +9,7 @@ import torch
 
 from video_cnn_rnn.cli import run_cli
 from video_cnn_rnn.crossval import (
+    LINEAR_PROBE,
     Fold,
     check_folds,
     cv_main,
@@ -136,3 +137,21 @@ def test_cv_runs_fit_and_test_per_fold_beside_the_linear_probe(synthetic_root: P
     recipe = torch.load(tmp_path / "cv" / "gru" / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert recipe["hyper_parameters"]["head"] == "gru"
     assert "| linear_probe |" in (tmp_path / "cv" / "results.md").read_text()
+
+
+def test_the_probe_of_the_fine_tuning_recipe_is_frozen_and_unaugmented(synthetic_root: Path, tmp_path: Path) -> None:
+    """The probe's overrides turn off what fine-tuning adds (TSM would refuse a frozen backbone)."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "finetune_real.yaml"
+    overrides = [
+        "--data.train",
+        str(synthetic_root / "train.csv"),
+        "--data.test",
+        "null",
+        "--model.pretrained",
+        "false",
+    ]
+    overrides += ["--trainer.logger.init_args.save_dir", str(tmp_path), "--model.temporal_shift", "0.125"]
+    cli = run_cli(["--config", str(config), *overrides, *LINEAR_PROBE], run=False)
+    assert cli.model.hparams.freeze == "frozen" and cli.model.network.temporal_shift is None
+    data = cli.datamodule.hparams
+    assert (data.augment, data.train_clips_per_video, data.train_flip) == (False, 1, False)

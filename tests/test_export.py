@@ -236,3 +236,21 @@ def test_help_lists_export(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "  export     " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_temporal_shift_exports_with_the_eager_logits(fmt: str, tmp_path: Path) -> None:
+    """The shift in the exported graph reads each frame's neighbours from the mask input: padding never leaks."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra")
+    model = make_model(backbone="test_resnet", freeze="last_n", trainable_blocks=2, temporal_shift=0.25, head="mean")
+    for module in model.network.backbone.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)  # timm zero-initialises the last one of each branch: let the shift show
+    frames, mask = padded_batch()
+    with torch.no_grad():
+        eager = model(frames, mask)
+    path = tmp_path / f"model{FORMATS[fmt]}"
+    export_model(model, path, fmt)
+    assert (run_exported(path, fmt, frames, mask) - eager).abs().max() <= TOLERANCE
+    assert (run_exported(path, fmt, frames[1:], mask[1:]) - eager[1:]).abs().max() <= TOLERANCE

@@ -72,7 +72,8 @@ class ExportableNetwork(nn.Module):
         batch, steps = frames.shape[:2]
         # Every frame goes through the backbone (frames[mask] would have a data-dependent size); padding is
         # then zeroed as VideoNetwork.extract_features does.
-        features = self.network._backbone_forward(frames.flatten(0, 1))  # [B, T, C, H, W] -> [B * T, D(, h, w)]
+        images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
+        features = self.network._backbone_forward(images, mask, real_frames_only=False)  # -> [B * T, D(, h, w)]
         features = zero_padding(features.unflatten(0, (batch, steps)), mask)  # -> [B, T, D(, h, w)]
         # Attention pooling (spatial_pool="attention") runs on every frame already: no data-dependent shape.
         per_frame = self.network.pool_frames(features.float(), mask)  # -> [B, T, D']

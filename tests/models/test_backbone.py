@@ -133,6 +133,30 @@ def test_last_n_resnet_trains_last_layer_and_frozen_bn_eval() -> None:
             assert module.training == name.startswith("layer4."), name
 
 
+@pytest.mark.parametrize(
+    ("name", "blocks", "prefixes"),
+    [
+        ("efficientnet_lite0", 2, ("blocks.5.", "blocks.6.", "conv_head.", "bn2.")),
+        ("resnet18", 1, ("layer4.",)),
+        ("resnet18", 2, ("layer3.", "layer4.")),
+    ],
+)
+def test_last_n_full_size_models_train_the_trailing_stages_with_frozen_bn_in_eval(
+    name: str, blocks: int, prefixes: tuple[str, ...]
+) -> None:
+    """The architectures the recipes use (random weights, nothing downloaded): exactly the trailing stages train,
+    and every BatchNorm outside them normalises with its running statistics, also after ``.train()``."""
+    model = create_backbone(name)
+    apply_freeze_policy(model, "last_n", blocks)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+    model.train()
+    keep_frozen_in_eval(model)
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            assert module.training == (module_name + ".").startswith(prefixes), module_name
+
+
 def test_blocks_cover_every_parameter_once() -> None:
     model = create_backbone("test_vit")
     blocks = backbone_blocks(model)

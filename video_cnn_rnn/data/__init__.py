@@ -1,6 +1,7 @@
 """The data side: annotations -> sampled, decoded, padded uint8 clips."""
 
 from video_cnn_rnn.data.annotations import ManifestError, read_source, split_train_val
+from video_cnn_rnn.data.augment import ClipAugment
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
@@ -9,6 +10,7 @@ from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 
 __all__ = [
+    "ClipAugment",
     "DamagedVideoError",
     "ManifestError",
     "VideoDataModule",

@@ -20,6 +20,7 @@ from video_cnn_rnn.data.annotations import (
     read_unlabelled,
     split_train_val,
 )
+from video_cnn_rnn.data.augment import ClipAugment
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend, Crop
@@ -74,7 +75,18 @@ class VideoDataModule(L.LightningDataModule):
             one at random each epoch). 1 caches the evaluation-time clip only.
         train_flip: mirror training clips left-right (every frame of a clip alike): half of them at random, or
             every second cached clip with ``cache_clips`` > 1. For footage whose classes do not depend on
-            left and right.
+            left and right. With ``augment`` the flip is drawn on the device with the other augmentations.
+        train_clips_per_video: clips each training video contributes per epoch, each sampled independently (its
+            own random frames with ``segment`` sampling, its own flip and augmentation; with a feature cache, its
+            own draw among the ``cache_clips``): a long video is then seen K times an epoch, not once.
+        augment: clip-consistent spatial augmentation of decoded training clips on the device (after the batch
+            is moved there, on uint8 frames): one random resized crop (``crop_scale``), flip (``train_flip``) and
+            colour jitter (``color_jitter``) per clip, alike for all its frames (``augment.py``). Not with
+            ``feature_cache`` (cached features cannot be augmented); never at validation, test or predict.
+        crop_scale: with ``augment``, the (min, max) share of the frame's area a random crop keeps before it is
+            resized back to ``img_size``; ``[1, 1]`` turns cropping off.
+        color_jitter: with ``augment``, brightness / contrast / saturation factors drawn from
+            ``[1 - color_jitter, 1 + color_jitter]``; 0 turns it off.
         eval_flip: also evaluate every validation/test/predict clip mirrored and average the predictions.
         class_names: the vocabulary, in label order. Default: the sorted unique labels of ``train`` (the Keras
             example's StringLookup). A checkpoint evaluated through the CLI brings its own; ``train``'s labels
@@ -114,6 +126,10 @@ class VideoDataModule(L.LightningDataModule):
         feature_cache: str | None = None,
         cache_clips: int = 1,
         train_flip: bool = False,
+        train_clips_per_video: int = 1,
+        augment: bool = False,
+        crop_scale: tuple[float, float] = (0.7, 1.0),
+        color_jitter: float = 0.0,
         eval_flip: bool = False,
         class_names: list[str] | None = None,
         streaming: str | None = None,
@@ -123,6 +139,24 @@ class VideoDataModule(L.LightningDataModule):
         self._manifest: dict[str, Any] | None = None
         if streaming:
             class_names = self._read_shards(streaming, class_names, [train, val, test, predict])
+        if train_clips_per_video < 1:
+            raise ValueError(f"data.train_clips_per_video must be >= 1, got {train_clips_per_video}")
+        if augment and feature_cache:
+            raise ValueError(
+                "data.augment transforms decoded frames, but data.feature_cache serves precomputed features: "
+                "set data.augment: false, or data.feature_cache: null to train on the videos"
+            )
+        if train_clips_per_video > 1 and sampling != "segment" and not augment and not train_flip:
+            warnings.warn(
+                f"data.train_clips_per_video={train_clips_per_video} with sampling '{sampling}': the K clips of a "
+                "video get the same frames and nothing random tells them apart; use sampling: segment (random "
+                "frames per clip) or data.augment",
+                stacklevel=2,
+            )
+        # Built once here (no state besides the global torch generator), used by on_after_batch_transfer.
+        self.train_augment = (
+            ClipAugment(img_size, crop_scale, flip=train_flip, color_jitter=color_jitter) if augment else None
+        )
         self._train_items: list[Item] | None = read_source(train, video_root) if train else None
         if self._train_items:
             train_classes = class_names_from(self._train_items)
@@ -226,7 +260,10 @@ class VideoDataModule(L.LightningDataModule):
             return
         if self.cache_view is not None:
             for split in self._shard_splits(stage) if hp.streaming else self._split_items(stage):
-                self.datasets[split] = FeatureCacheDataset(self.cache_view, split, augment=split == "train")
+                train = split == "train"
+                self.datasets[split] = FeatureCacheDataset(
+                    self.cache_view, split, augment=train, repeats=hp.train_clips_per_video if train else 1
+                )
             return
         for split, dataset in self._video_datasets(stage).items():
             self.datasets[split] = dataset
@@ -249,8 +286,14 @@ class VideoDataModule(L.LightningDataModule):
             clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
         else:
             clips = 1 if augment else hp.eval_clips
-        flips = {"random_flip": hp.train_flip} if split == "train" else {"mirrored_views": hp.eval_flip}
-        return {"augment": augment, "clips_per_video": clips, **flips}
+        if split == "train":
+            # With data.augment the flip is drawn on the device (on_after_batch_transfer), not here. A cache holds
+            # each video once: train_clips_per_video repeats its rows when it is read (setup).
+            flips = {"random_flip": hp.train_flip and not hp.augment}
+            repeats = 1 if hp.feature_cache else hp.train_clips_per_video
+        else:
+            flips, repeats = {"mirrored_views": hp.eval_flip}, 1
+        return {"augment": augment, "clips_per_video": clips, "repeats": repeats, **flips}
 
     def _shard_splits(self, stage: str) -> list[str]:
         wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
@@ -328,6 +371,15 @@ class VideoDataModule(L.LightningDataModule):
     def use_feature_cache(self, view: Path) -> None:
         """Serve fit / validate / test from a feature store's complete ``view`` (made from ``cache_datasets()``)."""
         self.cache_view = Path(view)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment``: training batches of decoded frames, now on the device, get one random crop / flip /
+        colour jitter per clip. Validation, test, predict and cached features pass unchanged."""
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        if self.train_augment is not None and training and isinstance(batch, dict) and "frames" in batch:
+            batch["frames"] = self.train_augment(batch["frames"], batch["mask"])
+        return batch
 
     def _loader(self, split: str, sampler: Any = None) -> DataLoader:
         hp = self.hparams

@@ -47,6 +47,9 @@ class VideoDataset(Dataset):
       frame, or that fails to decode at all, is skipped.
     Each file is warned about once (per worker process).
 
+    ``repeats`` = R lists every item R times (index ``i`` is item ``i % len(items)``): R independently drawn clips
+    of each video per pass, each index seeded on its own by the resumable training loader.
+
     Nothing is opened in ``__init__``: each DataLoader worker opens its own readers, so nothing native is
     pickled or shared across a fork (decord deadlocks when readers exist before workers fork, dmlc/decord#294).
     """
@@ -68,6 +71,7 @@ class VideoDataset(Dataset):
         random_flip: bool = False,
         mirrored_views: bool = False,
         crop: Crop = "centre",
+        repeats: int = 1,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -75,17 +79,19 @@ class VideoDataset(Dataset):
         check_crop(crop)
         if clips_per_video < 1:
             raise ValueError(f"clips_per_video must be >= 1, got {clips_per_video}")
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.items = list(items)
         self.num_frames, self.img_size, self.sampling = num_frames, img_size, sampling
         self.crop = crop
         self.augment, self.backend, self.on_error = augment, backend, on_error
         self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
         self.clips_per_video, self.seed = clips_per_video, seed
-        self.random_flip, self.mirrored_views = random_flip, mirrored_views
+        self.random_flip, self.mirrored_views, self.repeats = random_flip, mirrored_views, repeats
         self._warned: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.repeats
 
     def _load(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
         frames, length = self._decode(path, index, damage)
@@ -139,6 +145,7 @@ class VideoDataset(Dataset):
             warnings.warn(message, stacklevel=3)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index %= len(self.items)  # a repeated item (repeats > 1) is the same video, drawn again
         path, label = self.items[index]
         return self.load_item(path, path, label, index)
 

@@ -120,10 +120,10 @@ class FeatureCacheDataset(Dataset):
     Features come back as stored (float16); the model casts them. With K stored clips per video, ``augment``
     (training) draws one of them at random each time (the augmentation a single cached clip cannot give);
     evaluation returns all K (``[K, L, *frame]``), whose predictions the model averages as it does for K clips
-    decoded from the video.
+    decoded from the video. ``repeats`` = R lists every video R times (R draws a pass), as ``VideoDataset`` does.
     """
 
-    def __init__(self, view: str | Path, split: str, augment: bool = False) -> None:
+    def __init__(self, view: str | Path, split: str, augment: bool = False, repeats: int = 1) -> None:
         view = Path(view)
         content = json.loads(view.read_text())
         if content.get("format") != STORE_FORMAT:
@@ -131,10 +131,10 @@ class FeatureCacheDataset(Dataset):
         self.store = view.parent.parent  # <root>/v2
         self.rows: list[tuple[str, int, str]] = [tuple(row) for row in content["splits"][split]]
         self.paths = [path for path, _, _ in self.rows]
-        self.augment = augment
+        self.augment, self.repeats = augment, repeats
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) * self.repeats
 
     def clips(self, index: int) -> np.ndarray:
         """All stored clips of video ``index``: float16 [K, L, *frame]."""
@@ -142,6 +142,7 @@ class FeatureCacheDataset(Dataset):
             return np.stack([entry[str(k)] for k in range(len(entry.files) - 1)])  # every member but "meta"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index %= len(self.rows)
         with np.load(self.store / self.rows[index][2]) as entry:
             clips = len(entry.files) - 1  # every member but "meta"
             if self.augment or clips == 1:

@@ -10,12 +10,14 @@ from video_cnn_rnn.models.backbone import (
 )
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.models.heads import MeanHead, RecurrentHead, TransformerHead, build_head
+from video_cnn_rnn.models.schedules import WarmupCosineLR
 
 __all__ = [
     "MeanHead",
     "RecurrentHead",
     "TransformerHead",
     "VideoClassifier",
+    "WarmupCosineLR",
     "apply_freeze_policy",
     "backbone_blocks",
     "backbone_data_config",

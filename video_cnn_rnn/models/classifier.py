@@ -5,6 +5,7 @@ The network itself (backbone, head, classifier layers) is ``network.py``; metric
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -74,6 +75,9 @@ class VideoClassifier(L.LightningModule):
         freeze: "frozen" (feature extractor), "finetune" (all trains) or "last_n".
         trainable_blocks: number of trailing backbone blocks that train with ``freeze="last_n"``.
         backbone_lr: learning rate of trainable backbone params; None = the optimizer's lr.
+        temporal_shift: temporal shift module (TSM) in the trainable stages: this share of the channels of every
+            residual block's branch comes from the previous frame of the clip and as many from the next
+            (0.125 = the paper's 1/8); 0 turns it off. No parameters; needs ``freeze`` last_n or finetune.
         head: temporal head: ``gru`` / ``lstm`` (stacked recurrent layers over packed sequences),
             ``transformer``, ``mean`` or ``max`` (over time).
         rnn_hidden_sizes: (gru, lstm) widths of the stacked recurrent layers; default [16, 8].
@@ -102,7 +106,9 @@ class VideoClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         class_weights: per-class cross-entropy weights.
         optimizer: optimizer factory (LightningCLI injects it; set ``--model.optimizer.lr``).
-        lr_scheduler: optional scheduler factory, stepped every epoch.
+        lr_scheduler: optional scheduler factory, stepped every epoch, or as its ``interval`` says: e.g.
+            ``video_cnn_rnn.models.schedules.WarmupCosineLR`` (linear warm-up, cosine decay, stepped per
+            optimizer step).
         num_frames: frames per clip; with ``img_size``, ``sampling``, ``eval_clips`` and ``eval_flip`` the
             data module's settings (the CLI links them), stored so a checkpoint evaluates videos as it was
             trained and ``predict_video`` rebuilds the input pipeline.
@@ -126,6 +132,7 @@ class VideoClassifier(L.LightningModule):
         freeze: FreezePolicy = "frozen",
         trainable_blocks: int = 1,
         backbone_lr: float | None = None,
+        temporal_shift: float = 0.0,
         head: HeadKind = "gru",
         rnn_hidden_sizes: list[int] | None = None,
         bidirectional: bool | None = None,
@@ -207,6 +214,7 @@ class VideoClassifier(L.LightningModule):
             spatial_pool=spatial_pool,
             spatial_maps=self.hparams.spatial_maps,
             spatial_dim=self.hparams.spatial_dim,
+            temporal_shift=temporal_shift,
         )
         self.register_load_state_dict_pre_hook(_prefix_legacy_keys)
 
@@ -337,7 +345,9 @@ class VideoClassifier(L.LightningModule):
         self.test_per_class.reset()
 
     def configure_optimizers(self) -> Any:
-        """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set."""
+        """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set. A scheduler
+        scales both groups alike; one with an ``interval`` attribute (``WarmupCosineLR``) is stepped at that
+        interval, told the run's optimizer steps by ``on_train_start``."""
         backbone_ids = {id(p) for p in self.network.backbone.parameters()}
         head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
         backbone_params = [p for p in self.network.backbone.parameters() if p.requires_grad]
@@ -351,10 +361,31 @@ class VideoClassifier(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": "epoch"}
+        # A scheduler that says how it is stepped (WarmupCosineLR's interval) is stepped so; on_train_start tells it
+        # the run's length.
+        config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             config["monitor"] = "val_loss"
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def on_train_start(self) -> None:
+        """Tell schedulers with ``set_run_length`` (``WarmupCosineLR``) the run's optimizer steps and steps per epoch.
+
+        Not in ``configure_optimizers``: ``trainer.estimated_stepping_batches`` there sets the training loader up
+        before a checkpoint is restored, and Lightning then never gives the loader its saved position, so a
+        resumed run would restart its epoch's data. Here the loader is set up and restored; a resumed scheduler
+        recomputes the lr of its restored step.
+        """
+        trainer = self.trainer
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+        if not any(hasattr(scheduler, "set_run_length") for scheduler in schedulers):
+            return
+        total = trainer.estimated_stepping_batches  # the loader is set up already: nothing is rebuilt
+        batches = trainer.num_training_batches
+        per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else 1
+        for scheduler in schedulers:
+            if hasattr(scheduler, "set_run_length"):
+                scheduler.set_run_length(int(min(total, 2**62)), per_epoch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The state dict holds every backbone weight, so rebuilding from the checkpoint must not try to

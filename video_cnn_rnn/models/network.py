@@ -22,6 +22,7 @@ from video_cnn_rnn.models.backbone import (
 )
 from video_cnn_rnn.models.heads import HeadKind, build_head
 from video_cnn_rnn.models.spatial import DEFAULT_SPATIAL_MAPS, SpatialAttentionPool, SpatialPool
+from video_cnn_rnn.models.temporal_shift import TemporalShift, clip_layout
 
 
 def zero_padding(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,6 +48,9 @@ class VideoNetwork(nn.Module):
             feature map per frame, pooled by ``SpatialAttentionPool`` (learned attention over space) before the head.
         spatial_maps: (attention) attention maps per frame; None = 4.
         spatial_dim: (attention) width the maps' concatenation is projected to; None = no projection.
+            With ``temporal_shift`` a call holds whole clips (one clip longer than this goes alone).
+        temporal_shift: share of channels shifted one frame forward and as many one frame back in every residual
+            block of the trainable stages (TSM; 0.125 is the paper's 1/8); 0 turns it off. Adds no parameter.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class VideoNetwork(nn.Module):
         spatial_pool: SpatialPool = "avg",
         spatial_maps: int | None = None,
         spatial_dim: int | None = None,
+        temporal_shift: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_pool not in ("avg", "attention"):
@@ -77,6 +82,11 @@ class VideoNetwork(nn.Module):
         self.backbone_batch_size = backbone_batch_size
         self.backbone = create_backbone(backbone, pretrained)
         apply_freeze_policy(self.backbone, freeze, trainable_blocks)
+        # Hooks only: the state dict is the same with and without the shift.
+        self.temporal_shift: TemporalShift | None = None
+        if temporal_shift:
+            self.temporal_shift = TemporalShift(temporal_shift)
+            self.temporal_shift.attach(self.backbone, f"backbone '{backbone}' with freeze '{freeze}'")
         data_config = backbone_data_config(self.backbone)
         # Folding /255 into the stats lets extract_features normalise uint8 frames in one step. Not
         # persistent: they derive from the backbone name, which the hyperparameters already record.
@@ -127,20 +137,56 @@ class VideoNetwork(nn.Module):
             images = frames[mask]  # [B, T, C, H, W] -> [N, C, H, W], N = real frames
         else:
             images = frames.flatten(0, 1)  # [B, T, C, H, W] -> [B * T, C, H, W]
-        chunk = self.backbone_batch_size or max(len(images), 1)
-        feats = torch.cat([self._backbone_forward(part) for part in images.split(chunk)])  # [N, D] or [N, D, h, w]
+        feats = torch.cat(
+            [
+                self._backbone_forward(part, part_mask, real_frames_only)
+                for part, part_mask in self._chunks(images, mask, real_frames_only)
+            ]
+        )  # [N, D] or [N, D, h, w]
         if not real_frames_only:
             return zero_padding(feats.unflatten(0, (batch, steps)), mask)  # [B * T, ...] -> [B, T, ...]
         out = feats.new_zeros(batch, steps, *feats.shape[1:])
         out[mask] = feats  # [N, ...] -> [B, T, ...]
         return out
 
-    def _backbone_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D] (avg) or
-        feature maps [N, D, h, w] (attention)."""
+    def _chunks(
+        self, images: torch.Tensor, mask: torch.Tensor, real_frames_only: bool
+    ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Backbone calls of at most ``backbone_batch_size`` frames: (images, the mask rows of their clips, or None
+        without the temporal shift). With the shift each call holds whole clips: it reads a frame's neighbours."""
+        chunk = self.backbone_batch_size or max(len(images), 1)
+        if self.temporal_shift is None:
+            return [(part, None) for part in images.split(chunk)]
+        frames_per_clip = mask.sum(1).tolist() if real_frames_only else [mask.shape[1]] * mask.shape[0]
+        sizes: list[int] = []  # frames per call
+        counts: list[int] = []  # clips per call
+        for count in frames_per_clip:
+            if sizes and sizes[-1] + count <= chunk:
+                sizes[-1] += count
+                counts[-1] += 1
+            else:
+                sizes.append(count)
+                counts.append(1)
+        return list(zip(images.split(sizes), mask.split(counts), strict=True))
+
+    def _backbone_forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, real_frames_only: bool = True
+    ) -> torch.Tensor:
+        """uint8 [N, C, H, W] (any device) -> normalised on the model's device -> features [N, D] (avg) or feature
+        maps [N, D, h, w] (attention). ``mask`` [B, T] says which clips the rows are (``frames[mask]``, or with
+        ``real_frames_only=False`` all B * T frames): needed with the temporal shift, ignored without it."""
         images = (images.to(self.pixel_mean.device).float() - self.pixel_mean) / self.pixel_std
         if self.use_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.temporal_shift is None:
+            return self._backbone_call(images)
+        if mask is None:
+            raise ValueError("temporal_shift: _backbone_forward needs the clips' mask")
+        with self.temporal_shift.clips(clip_layout(mask.to(images.device), real_frames_only)):
+            return self._backbone_call(images)
+
+    def _backbone_call(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images [N, C, H, W] -> the backbone's pooled features [N, D] or last feature map [N, D, h, w]."""
         if self.spatial is None:
             return self.backbone(images)
         # timm's forward_features stops before the global pool: the last feature map, same weights.
