@@ -175,9 +175,9 @@ def test_mixed_precision_fit_on_gpu(synthetic_root: Path, tmp_path: Path, precis
     after = dict(model.named_parameters())
     assert all(torch.isfinite(param).all() for param in after.values())
     unchanged = [name for name in before if torch.equal(before[name], after[name].detach().cpu())]
-    head_unchanged = [name for name in unchanged if not name.startswith("backbone.")]
+    head_unchanged = [name for name in unchanged if not name.startswith("network.backbone.")]
     assert not head_unchanged, f"head / classifier parameters never updated: {head_unchanged}"
-    backbone_names = [name for name in before if name.startswith("backbone.")]
+    backbone_names = [name for name in before if name.startswith("network.backbone.")]
     assert len([name for name in backbone_names if name not in unchanged]) > len(backbone_names) // 2, unchanged
 
 
@@ -185,7 +185,7 @@ def test_mixed_precision_fit_on_gpu(synthetic_root: Path, tmp_path: Path, precis
 
 
 class TransferRecorder(VideoClassifier):
-    """Records each training batch before and after Lightning moves it to the device."""
+    """Records each training batch before Lightning moves it to the device and as the training step gets it."""
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         self.__dict__.setdefault("before", []).append(
@@ -193,9 +193,10 @@ class TransferRecorder(VideoClassifier):
         )
         return batch
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        # The batch as it arrives on the device (the data module owns on_after_batch_transfer: its augmentation).
         self.__dict__.setdefault("after", []).append({key: batch[key] for key in ("frames", "mask")})
-        return batch
+        return super().training_step(batch, batch_idx)
 
 
 def test_uint8_frames_are_pinned_cross_as_uint8_and_are_normalised_on_the_gpu(
@@ -304,7 +305,7 @@ def test_cli_fit_test_predict_on_gpu_16_mixed(synthetic_root: Path, tmp_path: Pa
         "--trainer.logger.init_args.save_dir", str(runs),
         "--trainer.logger.init_args.name", "gpu",
         "--checkpoint.dirpath", str(runs / "gpu" / "checkpoints"),
-        "--model.network.backbone", "test_efficientnet",
+        "--model.backbone", "test_efficientnet",
         "--model.head", "transformer",
         "--model.d_model", "16",
         "--model.num_heads", "2",
@@ -385,7 +386,8 @@ def test_feature_cache_extracted_on_gpu_matches_cpu_and_trains_on_gpu(synthetic_
     model = make_model(data_gpu.class_names)
     backbone_dtypes = record_output_dtypes(model.network.backbone)
     folder_gpu = prepare_feature_cache(data_gpu, model.network, make_trainer(tmp_path, precision="16-mixed"))
-    assert backbone_dtypes and set(backbone_dtypes) == {torch.float16}
+    # The store first runs one black frame eagerly (fp32) to learn the per-frame feature shape; then extraction.
+    assert backbone_dtypes[0] == torch.float32 and set(backbone_dtypes[1:]) == {torch.float16}
 
     folder_cpu = prepare_feature_cache(
         make_data(synthetic_root, feature_cache=str(tmp_path / "cpu")),
