@@ -149,7 +149,7 @@ def main() -> None:
         print(f"best of {options.top[0]}: {', '.join(recipes)}", flush=True)
     if not options.no_probe:
         base = shlex.split(options.probe_base) if options.probe_base is not None else next(iter(recipes.values()))
-        # The probe trains on cached features (one store for every fold and seed), whatever the base recipe reads.
+        # The probe trains from one feature store for every fold and seed, whatever the base recipe reads.
         probe = [*base, *LINEAR_PROBE, "--data.feature_cache", str(output / "feature_store")]
         recipes = {"linear_probe": probe, **recipes}
     sets = dict(spec.split("=", 1) for spec in options.set)

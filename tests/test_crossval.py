@@ -122,8 +122,10 @@ def test_cv_runs_fit_and_test_per_fold_beside_the_linear_probe(synthetic_root: P
     ]  # fmt: skip
     results = cv_main(args, run_cli)
     assert list(results) == ["linear_probe", "gru"] and all(len(rows) == 2 for rows in results.values())
-    # Both recipes, both folds, fit and test: one feature store entry per video (18), extracted once.
+    # The recipe's folds, fit and test: one feature store entry per video (18), extracted once; the probe (the same
+    # frozen features) reads its own store under the output folder, also one entry per video.
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 18
+    assert len(list((tmp_path / "cv" / "feature_store").rglob("*.npz"))) == 18
     saved = json.loads((tmp_path / "cv" / "results.json").read_text())
     assert [Fold(**fold) for fold in saved["folds"]] == folds_from_folder(tmp_path / "cv" / "folds")
     for name in results:
@@ -134,6 +136,7 @@ def test_cv_runs_fit_and_test_per_fold_beside_the_linear_probe(synthetic_root: P
     probe = torch.load(tmp_path / "cv" / "linear_probe" / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert probe["hyper_parameters"]["head"] == "mean" and probe["hyper_parameters"]["fc_hidden"] is None
     assert probe["datamodule_hyper_parameters"]["val_fraction"] == 0
+    assert probe["datamodule_hyper_parameters"]["feature_cache"] == str(tmp_path / "cv" / "feature_store")
     recipe = torch.load(tmp_path / "cv" / "gru" / "fold_0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert recipe["hyper_parameters"]["head"] == "gru"
     assert "| linear_probe |" in (tmp_path / "cv" / "results.md").read_text()

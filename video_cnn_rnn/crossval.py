@@ -273,6 +273,11 @@ def parse_args(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
         help="a named recipe: extra arguments on top of the common ones (repeatable; default: one recipe)",
     )  # fmt: skip
     parser.add_argument("--no_baseline", action="store_true", help="skip the linear probe")
+    parser.add_argument(
+        "--probe_store",
+        help="feature store the linear probe reads (default: OUTPUT/feature_store; a recipe's own data.feature_cache, "
+        "when it sets one, is overridden): the probe is frozen, so every fold reuses one extraction per video",
+    )
     parser.add_argument("--only_folds", type=int, nargs="+", help="run only these fold indices")
     parser.add_argument("--output", default="runs/cv", help="folder for the runs, the folds and results.md")
     return parser.parse_known_args(args)
@@ -302,7 +307,9 @@ def cv_main(args: Sequence[str], run_cli: Callable[[list[str]], Any]) -> dict[st
     if options.video_root:
         common += ["--data.video_root", options.video_root]
     recipes = {name: shlex.split(extra) for name, extra in options.recipe} or {"recipe": []}
-    runs = {} if options.no_baseline else {"linear_probe": list(LINEAR_PROBE)}
+    # The probe always trains from the store, also beside a fine-tuning recipe that decodes videos every epoch.
+    probe_store = options.probe_store or str(output / "feature_store")
+    runs = {} if options.no_baseline else {"linear_probe": [*LINEAR_PROBE, "--data.feature_cache", probe_store]}
     runs.update(recipes)
     chosen = options.only_folds if options.only_folds is not None else range(len(folds))
     results: dict[str, list[dict[str, float]]] = {}
