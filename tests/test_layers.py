@@ -1,4 +1,5 @@
-"""The package's layers: data <- models <- extraction / reports / crossval / export <- cli, with no import cycle.
+"""The package's layers: data <- models <- extraction / reports / crossval / export <- cli, with no import cycle, and
+no module over 350 lines.
 
 Every import of a package module counts, function-level ones included: a cycle hidden in a function is still a
 cycle for the reader, and the next change can make it bite at import time.
@@ -25,6 +26,8 @@ LAYERS = {
     "cli": 3,
     "__main__": 4,
 }
+# One concept per module: a module that grows past this splits by concept (STYLE.md).
+MAX_MODULE_LINES = 350
 
 
 def module_name(path: Path) -> str:
@@ -107,3 +110,11 @@ for module in {sorted(name for name in MODULES if not name.endswith("__main__"))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "FAILED" not in result.stdout, result.stdout
+
+
+def test_no_module_is_longer_than_350_lines() -> None:
+    """One concept per module, small enough to hold in one's head: a module that grows past this splits by concept."""
+    long = {
+        module: n for module, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {long}"

@@ -1,14 +1,11 @@
 """VideoDataModule: annotation sources -> validated splits -> DataLoaders of padded uint8 batches."""
 
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from video_cnn_rnn.data.annotations import (
     Item,
@@ -21,12 +18,12 @@ from video_cnn_rnn.data.annotations import (
     split_train_val,
 )
 from video_cnn_rnn.data.augment import ClipAugment
-from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend, Crop
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
-from video_cnn_rnn.data.resumable import ResumableDataLoader, ResumableSampler
+from video_cnn_rnn.data.loaders import evaluation_sampler, loader_settings, training_sampler, video_loader
 from video_cnn_rnn.data.sampling import SamplingMode
+from video_cnn_rnn.data.shard_source import ShardSource
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -136,9 +133,9 @@ class VideoDataModule(L.LightningDataModule):
         streaming_cache: str | None = None,
     ) -> None:
         super().__init__()
-        self._manifest: dict[str, Any] | None = None
-        if streaming:
-            class_names = self._read_shards(streaming, class_names, [train, val, test, predict])
+        self._shards = ShardSource(streaming, [train, val, test, predict], streaming_cache) if streaming else None
+        if self._shards is not None:
+            class_names = self._shards.class_names(class_names)
         if train_clips_per_video < 1:
             raise ValueError(f"data.train_clips_per_video must be >= 1, got {train_clips_per_video}")
         if augment and feature_cache:
@@ -169,22 +166,6 @@ class VideoDataModule(L.LightningDataModule):
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
         self.cache_view: Path | None = None
-        self._chunk_cache: str | None = None  # this run's own cache of a bucket's chunks
-        self._train_loader: Any = None
-        self._loader_state: dict[str, Any] | None = None  # a checkpoint's streaming loader state, to restore
-
-    def _read_shards(self, root: str, class_names: list[str] | None, sources: list[Any]) -> list[str]:
-        """The shard root's manifest, checked before anything trains; its class names."""
-        from video_cnn_rnn.data.streaming import read_manifest  # LitData: the streaming extra
-
-        if any(sources):
-            raise ManifestError("data.streaming replaces data.train / val / test / predict: set one or the other")
-        self._manifest = read_manifest(root)
-        names = self._manifest["class_names"]
-        if class_names is not None:
-            check_same_classes(class_names, names, f"data.streaming ({root})")
-            return list(class_names)
-        return names
 
     def _labelled(self, items: list[Item]) -> list[tuple[str, int]]:
         index = {name: i for i, name in enumerate(self.class_names or [])}
@@ -244,7 +225,7 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         hp = self.hparams
         common = self._dataset_kwargs()
-        if hp.streaming and (self.cache_view is None or stage == "predict"):
+        if self._shards is not None and (self.cache_view is None or stage == "predict"):
             self.datasets.update(self._shard_datasets(stage))
             return
         if stage == "predict":
@@ -259,7 +240,7 @@ class VideoDataModule(L.LightningDataModule):
             )
             return
         if self.cache_view is not None:
-            for split in self._shard_splits(stage) if hp.streaming else self._split_items(stage):
+            for split in self._shards.splits(stage) if self._shards else self._split_items(stage):
                 train = split == "train"
                 self.datasets[split] = FeatureCacheDataset(
                     self.cache_view, split, augment=train, repeats=hp.train_clips_per_video if train else 1
@@ -295,75 +276,31 @@ class VideoDataModule(L.LightningDataModule):
             flips, repeats = {"mirrored_views": hp.eval_flip}, 1
         return {"augment": augment, "clips_per_video": clips, "repeats": repeats, **flips}
 
-    def _shard_splits(self, stage: str) -> list[str]:
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
-        found = [split for split in wanted if split in self._manifest["splits"]]
-        if not found:
-            raise ManifestError(f"{stage}: the shards at {self.hparams.streaming} hold no {' or '.join(wanted)} split")
-        return found
-
     def _shard_datasets(self, stage: str, cache: bool = False) -> dict[str, Dataset]:
         """The splits of ``stage`` from the shards; ``cache``: as a feature cache is extracted from them."""
-        from video_cnn_rnn.data.streaming import ShardedVideoDataset, ShardItems, is_url, join
-
-        hp, splits = self.hparams, self._manifest["splits"]
-        if is_url(hp.streaming) and self._chunk_cache is None:
-            Path(hp.streaming_cache or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
-            self._chunk_cache = tempfile.mkdtemp(prefix="video_cnn_rnn_chunks_", dir=hp.streaming_cache)
-        common, datasets = self._dataset_kwargs(), {}
-        for split in self._shard_splits(stage):
-            clips = VideoDataset([], **self._clip_settings(split), **common)
-            folder = join(hp.streaming, split)
-            if split == "train" and not cache:
-                datasets[split] = ShardedVideoDataset(folder, clips, True, hp.seed, cache_dir=self._chunk_cache)
-            else:  # every item once, in shard order: evaluation, predict, and what a feature cache holds
-                shard_id = f"{self._manifest.get('id')}/{split}"
-                items = splits[split]["items"]
-                datasets[split] = ShardItems(folder, clips, items, cache_dir=self._chunk_cache, shard_id=shard_id)
-        return datasets
+        common = self._dataset_kwargs()
+        return self._shards.datasets(
+            stage, lambda split: VideoDataset([], **self._clip_settings(split), **common), self.hparams.seed, cache
+        )
 
     def teardown(self, stage: str) -> None:
-        if self._chunk_cache is not None:  # a bucket's chunks cached for this run only
-            shutil.rmtree(self._chunk_cache, ignore_errors=True)
-            self._chunk_cache = None
+        if self._shards is not None:
+            self._shards.teardown()
 
     def state_dict(self) -> dict[str, Any]:
         """The streaming training loader's position and RNG states, for an exact mid-epoch resume (litData#775)."""
-        if self._train_loader is None:
-            return {}
-        return {"streaming_loader": self._train_loader.resume_state()}
+        return self._shards.state_dict() if self._shards is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._loader_state = state_dict.get("streaming_loader")
-
-    def _streaming_train_loader(self) -> Any:
-        from video_cnn_rnn.data.streaming import ResumableStreamingLoader
-
-        hp = self.hparams
-        loader = ResumableStreamingLoader(
-            self.datasets["train"],
-            batch_size=hp.batch_size,
-            num_workers=hp.num_workers,
-            collate_fn=collate_clips,
-            pin_memory=hp.pin_memory and torch.cuda.is_available(),
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            # Each new epoch's iterator draws a base seed: from a generator of its own, never the global torch RNG,
-            # which a resume restores after the iterator exists (an epoch-boundary resume would be a draw off).
-            generator=torch.Generator().manual_seed(hp.seed),
-        )
-        if self._loader_state is not None:
-            loader.resume_from(self._loader_state)
-            self._loader_state = None
-        self._train_loader = loader
-        return loader
+        if self._shards is not None:
+            self._shards.load_state_dict(state_dict)
 
     def cache_datasets(self) -> dict[str, VideoDataset]:
         """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
         test and ``extract`` share one cache. A checkpoint's evaluation needs no training videos."""
-        if self.hparams.streaming:  # shard items stand in for VideoDatasets (data.streaming.ShardItems)
-            stages = [
-                stage for stage, split in (("fit", "train"), ("test", "test")) if split in self._manifest["splits"]
-            ]
+        if self._shards is not None:  # shard items stand in for VideoDatasets (data.streaming.ShardItems)
+            splits = self._shards.manifest["splits"]
+            stages = [stage for stage, split in (("fit", "train"), ("test", "test")) if split in splits]
             return {name: data for stage in stages for name, data in self._shard_datasets(stage, cache=True).items()}
         stages = [stage for stage, source in (("fit", self.hparams.train), ("test", self.hparams.test)) if source]
         return {name: dataset for stage in stages for name, dataset in self._video_datasets(stage).items()}
@@ -381,38 +318,15 @@ class VideoDataModule(L.LightningDataModule):
             batch["frames"] = self.train_augment(batch["frames"], batch["mask"])
         return batch
 
-    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
-        hp = self.hparams
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
         dataset = self.datasets[split]
         if sampler is None and split != "train":
-            sampler = self._eval_sampler(dataset)
-        # A ResumableSampler comes with its stateful loader (checkpointed position and RNG, see resumable.py).
-        loader_class = ResumableDataLoader if isinstance(sampler, ResumableSampler) else DataLoader
-        return loader_class(
-            dataset,
-            batch_size=hp.batch_size,
-            sampler=sampler,
-            num_workers=hp.num_workers,
-            collate_fn=collate_clips,
-            pin_memory=hp.pin_memory and torch.cuda.is_available(),
-            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
-            # Each loader draws its workers' base seed from its own generator, never from the global torch RNG:
-            # otherwise the moment an iterator is first created (it differs between a resumed run and an
-            # uninterrupted one, e.g. the skipped sanity check) would shift the dropout RNG of all later steps.
-            generator=torch.Generator().manual_seed(hp.seed),
-        )
+            sampler = evaluation_sampler(dataset, self.trainer)
+        return video_loader(dataset, sampler, self._loader_settings())
 
-    def _eval_sampler(self, dataset: Dataset) -> Any:
-        """Under DDP, every evaluation video exactly once: Lightning's default DistributedSampler pads the
-        dataset by repeating videos, which would count them twice in test metrics and predictions."""
-        trainer = self.trainer
-        if trainer is None or trainer.world_size <= 1:
-            return None
-        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-        return UnrepeatedDistributedSampler(
-            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-        )
+    def _loader_settings(self) -> dict[str, Any]:
+        hp = self.hparams
+        return loader_settings(hp.batch_size, hp.num_workers, hp.pin_memory, hp.persistent_workers, hp.seed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by ``seed + epoch``, sharded across DDP ranks, and resumable mid-epoch: Lightning saves its
@@ -420,18 +334,9 @@ class VideoDataModule(L.LightningDataModule):
         from exactly there. Lightning keeps this sampler under DDP (it is a ``DistributedSampler``).
 
         With ``streaming``: LitData's ``StreamingDataLoader``, whose state the data module checkpoints itself."""
-        if self.hparams.streaming:
-            return self._streaming_train_loader()
-        trainer = self.trainer
-        distributed = trainer is not None and trainer.world_size > 1
-        sampler = ResumableSampler(
-            self.datasets["train"],
-            num_replicas=trainer.world_size if distributed else 1,
-            rank=trainer.global_rank if distributed else 0,
-            shuffle=True,
-            seed=self.hparams.seed,
-        )
-        return self._loader("train", sampler=sampler)
+        if self._shards is not None:
+            return self._shards.train_loader(self.datasets["train"], **self._loader_settings())
+        return self._loader("train", sampler=training_sampler(self.datasets["train"], self.trainer, self.hparams.seed))
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val") if "val" in self.datasets else []  # [] = no validation (val_fraction 0)

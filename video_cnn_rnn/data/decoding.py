@@ -20,7 +20,7 @@ PyAV alone where decord has no wheel. decord mishandles display matrices, so a r
 whatever the backend (``readers.read_decord``).
 
 Damaged streams: FFmpeg conceals damage in the middle of a stream, so a damaged file decodes into frames patched
-from their neighbours. The PyAV readers report what they meet (``readers.Damage``: frame, time, what the decoder
+from their neighbours. The PyAV readers report what they meet (``damage.Damage``: frame, time, what the decoder
 said), and ``decode_frames`` applies the one policy: a ``DamagedVideoError`` naming the file and where, or, when
 the caller passes a ``damage`` list, only the frames that decoded cleanly, with the damage appended to the list.
 """
@@ -35,7 +35,9 @@ import numpy as np
 import torch
 
 from video_cnn_rnn.data import readers
-from video_cnn_rnn.data.readers import Damage, Decoded, IndexPicker, Scale, Source
+from video_cnn_rnn.data.damage import Damage
+from video_cnn_rnn.data.frames import Scale, Source
+from video_cnn_rnn.data.readers import Decoded, IndexPicker
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["auto", "decord", "pyav"]

@@ -20,28 +20,18 @@ wanted (the stream ended before its header's count, or damage lost some) send th
 - ``read_pyav_decodable``: for truncated and damaged files: counts the frames that decode, picks among them,
   decodes again.
 
-Damage (``_DamageWatch``): FFmpeg conceals errors rather than failing, so a damaged stream decodes into frames
-patched from their neighbours. PyAV's passes watch every frame and packet they read: ``frame.is_corrupt`` (the
-decoder concealed errors in it: H.264, MPEG-4 Part 2), a packet the decoder rejects (``FFmpegError``: AV1, H.264
-slices it cannot parse), packets the demuxer flags corrupt (a cut AVI chunk), and errors the demuxer logs
-(``_ffmpeg_errors``: a damaged Matroska block, after which it loses frames without any other sign), errors the
-decoder logs (a damaged H.264 slice header while it skips non-reference frames), and an AVI stream holding fewer
-packets than its header promises frames (cut short at a frame's end, or chunks lost; seen where the packet index
-is read, so not for ``first`` sampling).
+Damage (what it is, how it is seen): ``damage.py``; opening files and converting frames: ``frames.py``.
 """
 
 import bisect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import av
-import av.logging
 import numpy as np
-from av.video.frame import PictureType
-from av.video.reformatter import VideoReformatter
 
+from video_cnn_rnn.data.damage import Damage, _DamageWatch, _ffmpeg_errors, unique
+from video_cnn_rnn.data.frames import Scale, Source, _name, _open, _RGBConverter, _single_threaded_video
 from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation, Orientation
 
 # Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
@@ -52,38 +42,8 @@ _DECORD_RELATIVE_COST = 8.0
 # Decoders that read ``skip_frame`` anew for every packet. Others (libdav1d for AV1) fix it at the first packet,
 # so switching it per packet would drop wanted frames.
 _PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
-# H.264 without CABAC (the Baseline profiles: video calls, webcams, x264's ultrafast preset) decodes damage into
-# plausible macroblocks; "aggressive" error recognition also checks that a slice's data ends where its last
-# macroblock does, and sees it. Not for CABAC streams, where it finds nothing more and costs ~4% of the decode,
-# nor for MPEG-4 Part 2, where it flags every B-frame of UCF101's clean XviD files.
-_CAVLC_ONLY_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Extended"})
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
-# A video file's path, or its encoded bytes in a seekable file-like object (``io.BytesIO``: an item of a shard).
-Source = str | BinaryIO
-
-
-@dataclass(frozen=True)
-class Damage:
-    """One place where a decode met damage: the frame (its index in the video in display order; in the decoder's
-    output order where timestamps cannot tell, as in AVI; None where no frame came out), its time, and what the
-    decoder reported."""
-
-    frame: int | None
-    seconds: float | None
-    reason: str
-
-    @property
-    def where(self) -> str:
-        """``frame 20 (0.80 s)``, or as much of it as is known."""
-        if self.frame is not None and self.seconds is not None:
-            return f"frame {self.frame} ({self.seconds:.2f} s)"
-        if self.frame is not None or self.seconds is not None:
-            return f"frame {self.frame}" if self.frame is not None else f"{self.seconds:.2f} s"
-        return "unknown position"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.reason}"
 
 
 def _no_frames() -> np.ndarray:
@@ -110,101 +70,6 @@ class Decoded:
         return cls(frames, list(range(len(frames))), [True] * len(frames), [])
 
 
-@contextmanager
-def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
-    """FFmpeg's error messages (level, source, text) logged in this thread while the block runs.
-
-    PyAV drops FFmpeg's log unless a level is set, and by default drops a message identical to the previous one
-    logged by any thread (two damaged files in a row would hide the second's): both are set here, for the
-    process. Errors logged outside such a block go to Python's ``libav`` loggers.
-    """
-    if av.logging.get_level() is None:
-        av.logging.set_level(av.logging.ERROR)
-    if av.logging.get_skip_repeated():
-        av.logging.set_skip_repeated(False)
-    with av.logging.Capture() as logs:
-        yield logs
-
-
-class _DamageWatch:
-    """Follows one pass over a file and notes the damage it meets (see the module's docstring for the signals).
-
-    ``locate`` maps a timestamp to the frame's index in the video (None where timestamps cannot tell); ``log``
-    is the pass's ``_ffmpeg_errors()``: an error logged while the demuxer reads a packet (damage to the container,
-    or, for H.264, to a slice header its parser reads) is noted at that packet; one the decoder logs, at the
-    packet it decodes. The decoder's log is needed where it drops a damaged packet without an error: while it
-    skips non-reference frames (``skip_frame=NONREF``), a reference frame whose slice header is damaged just
-    vanishes, and the frames after it predict from a stand-in.
-    """
-
-    def __init__(self, stream, locate: Callable[[int | None], int | None], log: list, counting: bool = False) -> None:
-        self.damage: list[Damage] = []
-        self._time_base, self._locate = stream.time_base, locate
-        self._decoder, self._log, self._read = stream.codec_context.name, log, 0
-        self._tainted = False  # damage met since the last clean intra frame
-        # Where frames are told apart by their place in the decoder's output, a packet the decoder rejected may
-        # have lost a frame and moved every later one by a place: none of them is kept.
-        self._counting, self._lost = counting, False
-        self._last_pts: int | None = None  # of the last packet demuxed
-
-    def _note(self, pts: int | None, reason: str, frame: int | None = None) -> None:
-        """``frame``: the frame's index where timestamps cannot tell."""
-        seconds = float(pts * self._time_base) if pts is not None and self._time_base else None
-        self.damage.append(Damage(self._locate(pts) if frame is None else frame, seconds, reason))
-        self._tainted = True
-
-    def read_log(self) -> None:
-        """Note the errors logged since the last call, at the last packet demuxed."""
-        for level, source, message in self._log[self._read :]:
-            if level <= av.logging.ERROR:
-                part = "decoder" if source == self._decoder else "container"
-                self._note(self._last_pts, f"the {part} ({source or 'FFmpeg'}) reported: {' '.join(message.split())}")
-        self._read = len(self._log)
-
-    def finish(self) -> list[Damage]:
-        self.read_log()
-        return self.damage
-
-    def packet(self, packet) -> None:
-        """Before decoding ``packet``; call ``read_log`` after."""
-        if packet.pts is not None:  # the flush packet at the end has none
-            self._last_pts = packet.pts
-        self.read_log()  # logged while the demuxer read this packet
-        if packet.is_corrupt:
-            self._note(packet.pts, "the demuxer flagged the packet corrupt (damaged or cut short)")
-
-    def rejected(self, packet, error: Exception) -> None:
-        self._note(packet.pts, f"the decoder rejected a packet ({_strerror(error)})")
-        self._lost = self._counting
-
-    def short(self, container, stream, found: int) -> None:
-        """``found`` packets where an AVI header promises more: the file was cut short, or lost chunks to damage.
-        (Only AVI's count is one to trust: other containers' count frames an edit list hides, or are absent; and
-        only packets, not decoded frames: packed B-frames leave a frame or two fewer in clean files.)"""
-        if "avi" in container.format.name and 0 < found < stream.frames:
-            reason = f"the stream ends after {found} of the {stream.frames} frames its header promises (cut or lost)"
-            self._note(self._last_pts, reason)
-
-    def missing(self, pts: int, count: int) -> None:
-        self._note(pts, f"no picture came out of its packet ({count} wanted frame(s) missing)")
-
-    def unreadable(self, error: Exception) -> None:
-        self._note(self._last_pts, f"the container cannot be read further ({_strerror(error)})")
-
-    def frame(self, frame, position: int | None = None) -> bool:
-        """Whether ``frame`` decoded cleanly; ``position``: its index where timestamps cannot tell."""
-        if frame.is_corrupt:
-            self._note(frame.pts, "the decoder concealed errors in this frame", position)
-            return False
-        if frame.pict_type == PictureType.I:
-            self._tainted = False  # nothing after a clean intra frame predicts from before it
-        return not self._tainted and not self._lost
-
-
-def _strerror(error: Exception) -> str:
-    return getattr(error, "strerror", None) or type(error).__name__
-
-
 def require_decord():
     try:
         import decord
@@ -222,33 +87,6 @@ def decord_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class Scale:
-    """The size the decoder scales frames to, aspect ratio kept: the shorter side to ``side`` (for a centre crop),
-    or with ``fit`` the longer side (for a letterbox)."""
-
-    side: int
-    fit: bool = False
-
-    def size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) scaled; no side below one pixel, however extreme the aspect ratio."""
-        scale = self.side / (max(width, height) if self.fit else min(width, height))
-        floor = 1 if self.fit else self.side  # the side that is exactly ``side`` must not round below it
-        return max(floor, round(width * scale)), max(floor, round(height * scale))
-
-
-def _open(source: Source):
-    """``av.open`` for a path or a file-like object; each pass reads a file-like object from its start."""
-    if not isinstance(source, str):
-        source.seek(0)
-    return av.open(source)
-
-
-def _name(source: Source) -> str:
-    """What messages call ``source``: its path, or a file-like object's ``name`` (the video's source path)."""
-    return source if isinstance(source, str) else str(getattr(source, "name", "<video bytes>"))
 
 
 def _probe_frame(path: str) -> tuple[int, int, Orientation]:
@@ -283,38 +121,6 @@ def read_decord(path: str, pick: IndexPicker, scale: Scale | None) -> np.ndarray
         # A truncated file whose header promises more frames than the stream holds, or a damaged one: PyAV
         # decodes what decodes and reports the damage.
         return None
-
-
-class _RGBConverter:
-    """Decoded PyAV frames -> upright RGB uint8 [H, W, 3], scaled by ``scale`` first, then turned by the frame's
-    display matrix (``path`` names the file in the warning about a matrix that is not a quarter turn).
-
-    Two swscale contexts, made once per video and reused for every frame: ``frame.reformat`` makes a new one
-    per frame, which costs more than the conversion itself. Scale (in YUV), then convert: one combined
-    scale-and-convert pass measured ~3x slower here.
-    """
-
-    def __init__(self, scale: Scale | None, path: str = "") -> None:
-        self.scale = scale
-        self._scaler, self._to_rgb = VideoReformatter(), VideoReformatter()
-        self._orientation = FrameOrientation(path)
-
-    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        orientation = self._orientation(frame)
-        if self.scale is not None:
-            width, height = self.scale.size(frame.width, frame.height)
-            frame = self._scaler.reformat(frame, width=width, height=height)
-        return orientation.apply(self._to_rgb.reformat(frame, format="rgb24").to_ndarray())
-
-
-def _single_threaded_video(container):
-    """The first video stream, decoded on one thread, as decord's readers are: parallelism comes from
-    DataLoader workers, and a decoder thread pool per worker oversubscribes the cores."""
-    stream = container.streams.video[0]
-    stream.codec_context.thread_count = 1
-    if stream.codec_context.name == "h264" and stream.codec_context.profile in _CAVLC_ONLY_PROFILES:
-        stream.codec_context.options = {"err_detect": "aggressive"}
-    return stream
 
 
 def _packet_index(container, stream, watch: "_DamageWatch") -> list[tuple[int | None, bool]]:
@@ -521,13 +327,3 @@ def read_pyav_decodable(path: Source, pick: IndexPicker, scale: Scale | None) ->
         )
     decoded.damage = unique(counted.damage + decoded.damage)
     return decoded
-
-
-def unique(damage: list[Damage]) -> list[Damage]:
-    """The same damage met by two passes over the file, once: the note that names the frame, if one does."""
-    kept: dict[tuple[float | None, str], Damage] = {}
-    for note in damage:
-        key = (note.seconds, note.reason)
-        if key not in kept or (kept[key].frame is None and note.frame is not None):
-            kept[key] = note
-    return list(kept.values())

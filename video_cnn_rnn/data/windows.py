@@ -27,7 +27,7 @@ import av
 import torch
 
 from video_cnn_rnn.data.decoding import Crop, VideoDecodeError, _scale, _to_clip, check_crop
-from video_cnn_rnn.data.readers import _RGBConverter, _single_threaded_video
+from video_cnn_rnn.data.frames import _RGBConverter, _single_threaded_video
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
 
 # Frame times and window edges are floats from pts * time_base: compare them with this slack, so a frame at

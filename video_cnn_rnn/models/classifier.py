@@ -1,13 +1,13 @@
 """VideoClassifier, the LightningModule: a VideoNetwork trained with cross-entropy, its metrics and optimiser.
 
-The network itself (backbone, head, classifier layers) is ``network.py``; metrics are ``metrics.py``.
+The network itself (backbone, head, classifier layers) is ``network.py``; metrics are ``metrics.py``; the optimiser
+and scheduler ``optimization.py``; what the hyperparameters record, and earlier versions' checkpoints ``hparams.py``;
+``predict_video`` and ``predict_timeline`` run through ``predict.py``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,42 +17,16 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
-from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import Crop, VideoDecodeError
+from video_cnn_rnn.data.decoding import Crop
+from video_cnn_rnn.models import predict
 from video_cnn_rnn.models.backbone import FreezePolicy
-from video_cnn_rnn.models.heads import HEAD_SETTINGS, HeadKind, Pooling
-from video_cnn_rnn.models.metrics import Stage, assemble_test_report, per_class_metrics, stage_metrics
+from video_cnn_rnn.models.heads import HeadKind, Pooling
+from video_cnn_rnn.models.hparams import clear_unused_settings, prefix_legacy_keys, upgrade_hparams, upgraded_overrides
+from video_cnn_rnn.models.metrics import Stage, assemble_test_report, epoch_values, per_class_metrics, stage_metrics
 from video_cnn_rnn.models.network import VideoNetwork
+from video_cnn_rnn.models.optimization import configure_optimizers, set_run_length
 from video_cnn_rnn.models.pretrained import load_pretrained, save_pretrained
 from video_cnn_rnn.models.spatial import SpatialPool
-from video_cnn_rnn.models.windowed import iter_timeline
-
-# Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
-_RENAMED_HPARAMS = {"test_clips": "eval_clips", "test_flip": "eval_flip"}
-# Settings that only spatial_pool="attention" takes.
-_ATTENTION_SETTINGS = ("spatial_maps", "spatial_dim")
-# The network's modules sat on the classifier itself before it had a ``network``: their state-dict prefixes.
-_LEGACY_MODULES = ("backbone.", "head.", "classifier.")
-
-
-def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
-    """Hyperparameters of a checkpoint saved by an earlier version, in today's names and meanings.
-
-    ``head: gru`` with ``rnn_cell: lstm`` is now ``head: lstm``; ``test_clips`` / ``test_flip`` are
-    ``eval_clips`` / ``eval_flip``; settings of heads other than the checkpoint's were ignored, and are dropped.
-    Frame settings added since take the value the checkpoint was trained with (``crop: centre``), so the data
-    module that evaluates it (``VideoCLI``) makes the same frames, whatever the config says.
-    """
-    hparams = {_RENAMED_HPARAMS.get(name, name): value for name, value in hparams.items()}
-    if hparams:  # an empty dict stays empty: no hyperparameters to hand on
-        hparams.setdefault("crop", "centre")
-    if hparams.pop("rnn_cell", None) == "lstm" and hparams.get("head") == "gru":
-        hparams["head"] = "lstm"
-    head = hparams.get("head", "gru")
-    for name in {name for names in HEAD_SETTINGS.values() for name in names} - set(HEAD_SETTINGS.get(head, ())):
-        if name in hparams:
-            hparams[name] = None
-    return hparams
 
 
 class VideoClassifier(L.LightningModule):
@@ -178,20 +152,7 @@ class VideoClassifier(L.LightningModule):
         # defaults, which only matter for further training.
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.hparams["num_classes"] = num_classes
-        head_settings = {name: self.hparams[name] for names in HEAD_SETTINGS.values() for name in names}
-        for name in head_settings:
-            if name not in HEAD_SETTINGS.get(head, (name,)):
-                self.hparams[name] = None  # another head's setting: ignored (build_head warns), so not recorded
-        if spatial_pool != "attention":
-            given = [name for name in _ATTENTION_SETTINGS if self.hparams[name] is not None]
-            if given:
-                warnings.warn(
-                    f"spatial_pool='{spatial_pool}' ignores {', '.join(given)} (settings of spatial_pool='attention'); "
-                    "set them to null to silence this",
-                    stacklevel=2,
-                )
-            for name in given:
-                self.hparams[name] = None
+        head_settings = clear_unused_settings(self.hparams, head, spatial_pool)
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.num_classes = num_classes
@@ -216,7 +177,7 @@ class VideoClassifier(L.LightningModule):
             spatial_dim=self.hparams.spatial_dim,
             temporal_shift=temporal_shift,
         )
-        self.register_load_state_dict_pre_hook(_prefix_legacy_keys)
+        self.register_load_state_dict_pre_hook(prefix_legacy_keys)
 
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
@@ -232,10 +193,7 @@ class VideoClassifier(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> VideoClassifier:
         """Lightning's ``load_from_checkpoint``, with checkpoints of earlier versions upgraded
         (``upgrade_hparams``); ``kwargs`` override the checkpoint's hyperparameters as in Lightning."""
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-        if hasattr(checkpoint_path, "seek"):
-            checkpoint_path.seek(0)
-        upgraded = {name: value for name, value in upgrade_hparams(saved).items() if saved.get(name) != value}
+        upgraded = upgraded_overrides(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, **{**upgraded, **kwargs})
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
@@ -319,14 +277,9 @@ class VideoClassifier(L.LightningModule):
         return {"paths": list(batch.get("paths", [])), "probs": probs.cpu()}
 
     def _log_epoch_metrics(self, metrics: MetricCollection) -> dict[str, float]:
-        # The sanity check or an empty loader can end an epoch without updates; compute() would warn.
-        if not any(m.update_count for m in metrics.values()):
-            return {}
-        values = {name: float(value) for name, value in metrics.compute().items()}
-        metrics.reset()
-        # compute() already reduced the states across ranks (torchmetrics sync_on_compute).
-        # The values are identical on every rank; sync_dist only stops Lightning warning about that.
-        self.log_dict(values, prog_bar=True, sync_dist=True)
+        values = epoch_values(metrics)
+        if values:  # identical on every rank (compute() reduced them); sync_dist only stops Lightning warning
+            self.log_dict(values, prog_bar=True, sync_dist=True)
         return values
 
     def on_train_epoch_end(self) -> None:
@@ -348,44 +301,14 @@ class VideoClassifier(L.LightningModule):
         """Head/classifier at the optimizer's lr; trainable backbone params at ``backbone_lr`` if set. A scheduler
         scales both groups alike; one with an ``interval`` attribute (``WarmupCosineLR``) is stepped at that
         interval, told the run's optimizer steps by ``on_train_start``."""
-        backbone_ids = {id(p) for p in self.network.backbone.parameters()}
-        head_params = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        backbone_params = [p for p in self.network.backbone.parameters() if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": head_params}]
-        if backbone_params:
-            group: dict[str, Any] = {"params": backbone_params}
-            if self.hparams.backbone_lr is not None:
-                group["lr"] = self.hparams.backbone_lr
-            groups.append(group)
-        optimizer = self.optimizer_factory(groups)
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        # A scheduler that says how it is stepped (WarmupCosineLR's interval) is stepped so; on_train_start tells it
-        # the run's length.
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": getattr(scheduler, "interval", "epoch")}
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = "val_loss"
-        return {"optimizer": optimizer, "lr_scheduler": config}
+        return configure_optimizers(
+            self, self.network.backbone, self.optimizer_factory, self.lr_scheduler_factory, self.hparams.backbone_lr
+        )
 
     def on_train_start(self) -> None:
-        """Tell schedulers with ``set_run_length`` (``WarmupCosineLR``) the run's optimizer steps and steps per epoch.
-
-        Not in ``configure_optimizers``: ``trainer.estimated_stepping_batches`` there sets the training loader up
-        before a checkpoint is restored, and Lightning then never gives the loader its saved position, so a
-        resumed run would restart its epoch's data. Here the loader is set up and restored; a resumed scheduler
-        recomputes the lr of its restored step.
-        """
-        trainer = self.trainer
-        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
-        if not any(hasattr(scheduler, "set_run_length") for scheduler in schedulers):
-            return
-        total = trainer.estimated_stepping_batches  # the loader is set up already: nothing is rebuilt
-        batches = trainer.num_training_batches
-        per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else 1
-        for scheduler in schedulers:
-            if hasattr(scheduler, "set_run_length"):
-                scheduler.set_run_length(int(min(total, 2**62)), per_epoch)
+        """Tell schedulers with ``set_run_length`` (``WarmupCosineLR``) the run's optimizer steps and steps per
+        epoch (``optimization.set_run_length`` says why here and not in ``configure_optimizers``)."""
+        set_run_length(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The state dict holds every backbone weight, so rebuilding from the checkpoint must not try to
@@ -394,7 +317,6 @@ class VideoClassifier(L.LightningModule):
         if key in checkpoint:
             checkpoint[key] = {**checkpoint[key], "pretrained": False}
 
-    @torch.inference_mode()
     def predict_video(self, path_or_frames: str | torch.Tensor, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k (class name, probability) pairs for one video, highest first.
 
@@ -404,31 +326,7 @@ class VideoClassifier(L.LightningModule):
                 uint8 frames [L, C, H, W] already at the model's input size (one clip, as given).
             top_k: number of classes returned.
         """
-        if isinstance(path_or_frames, torch.Tensor):
-            frames, length = path_or_frames, path_or_frames.shape[0]
-        else:
-            video = VideoDataset(
-                [(str(path_or_frames), None)],
-                num_frames=self.hparams.num_frames,
-                img_size=self.hparams.img_size,
-                sampling=self.hparams.sampling,
-                clips_per_video=self.hparams.eval_clips,
-                mirrored_views=self.hparams.eval_flip,
-                crop=self.hparams.crop,
-            )[0]
-            frames, length = video["frames"], video["length"]
-        mask = (torch.arange(frames.shape[-4]) < int(length)).expand(frames.shape[:-3])  # [L] or [K, L]
-        batch = {"frames": frames.unsqueeze(0).to(self.device), "mask": mask.unsqueeze(0).to(self.device)}
-        was_training = self.training
-        self.eval()
-        try:
-            logits = self.network.batch_logits(batch)
-        finally:
-            self.train(was_training)
-        probs = logits.float().softmax(dim=-1)[0].cpu()
-        values, indices = probs.topk(min(top_k, self.num_classes))
-        names = self.class_names
-        return [(names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+        return predict.predict_video(self, path_or_frames, top_k)
 
     def predict_timeline(
         self,
@@ -447,27 +345,4 @@ class VideoClassifier(L.LightningModule):
         "top_k": [(class name, probability)], "note"}``. A file that fails mid-way raises ``VideoDecodeError``
         with ``on_error="raise"``; otherwise it warns and returns the rows of the windows read before the failure.
         """
-        rows: list[dict[str, Any]] = []
-        was_training = self.training
-        self.eval()
-        try:
-            timeline = iter_timeline(
-                self.network, path, window_s, hop_s, self.hparams.num_frames, self.hparams.img_size,
-                self.hparams.sampling, batch_size, crop=self.hparams.crop,
-            )  # fmt: skip
-            for row in timeline:
-                ranked = sorted(zip(self.class_names, row["probs"], strict=True), key=lambda pair: -pair[1])
-                rows.append({**row, "top_k": ranked[:top_k]})
-        except VideoDecodeError as error:
-            if on_error == "raise":
-                raise
-            warnings.warn(f"timeline cut short, {len(rows)} window(s) kept: {error}", stacklevel=2)
-        finally:
-            self.train(was_training)
-        return rows
-
-
-def _prefix_legacy_keys(module: VideoClassifier, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Checkpoints saved before the network was its own module keep loading: ``backbone.*`` -> ``network.*``."""
-    for key in [key for key in state_dict if key.startswith(tuple(prefix + name for name in _LEGACY_MODULES))]:
-        state_dict[prefix + "network." + key[len(prefix) :]] = state_dict.pop(key)
+        return predict.predict_timeline(self, path, window_s, hop_s, batch_size, top_k, on_error)

@@ -16,6 +16,17 @@ from torchmetrics.classification import (
 Stage = Literal["train", "val", "test"]
 
 
+def epoch_values(metrics: MetricCollection) -> dict[str, float]:
+    """The epoch's values of ``metrics``, which are then reset: already reduced across ranks (torchmetrics
+    ``sync_on_compute``). {} where nothing updated them: the sanity check or an empty loader can end an epoch
+    without updates, and compute() would warn."""
+    if not any(m.update_count for m in metrics.values()):
+        return {}
+    values = {name: float(value) for name, value in metrics.compute().items()}
+    metrics.reset()
+    return values
+
+
 def stage_metrics(num_classes: int, stage: Stage) -> MetricCollection:
     """Epoch-level metrics for one stage; torchmetrics syncs their states across DDP ranks on compute."""
     metrics: dict[str, Any] = {"acc": MulticlassAccuracy(num_classes, average="micro")}
