@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", help="only these fold indices (default: all)")
     parser.add_argument("--no_probe", action="store_true")
     parser.add_argument("--probe_base", help="arguments the probe starts from (default: the first recipe's)")
+    parser.add_argument("--probe_store", help="the probe's feature store (default: OUTPUT/feature_store)")
     parser.add_argument("--common", default="", help="arguments for every run (e.g. trainer.precision)")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--output", default="runs/sweep")
@@ -150,7 +151,7 @@ def main() -> None:
     if not options.no_probe:
         base = shlex.split(options.probe_base) if options.probe_base is not None else next(iter(recipes.values()))
         # The probe trains from one feature store for every fold and seed, whatever the base recipe reads.
-        probe = [*base, *LINEAR_PROBE, "--data.feature_cache", str(output / "feature_store")]
+        probe = [*base, *LINEAR_PROBE, "--data.feature_cache", options.probe_store or str(output / "feature_store")]
         recipes = {"linear_probe": probe, **recipes}
     sets = dict(spec.split("=", 1) for spec in options.set)
     jobs = []
