@@ -9,7 +9,7 @@ Every (set, recipe, seed, fold) is one ``cv --only_folds K --no_baseline`` proce
 ``crossval.LINEAR_PROBE`` on top of the first recipe's frame settings (``--probe_base``), run as a recipe of its own.
 A set is a folder of ``train_K.csv`` / ``test_K.csv`` (``name=folder``) or annotation sources cut into stratified
 folds once (``name=data:a.csv,b.csv``). The summary (printed, and ``summary.md`` in ``--output``) gives per recipe and
-set: the 5-fold mean for each seed, mean ± std over all fold x seed runs, the gain over the probe paired by fold and
+set: the mean over folds for each seed, mean ± std over all fold x seed runs, the gain over the probe paired by fold and
 seed, the runs won, and the wall time per fold; and what it ran on.
 """
 
@@ -82,7 +82,7 @@ def summarise(results: dict[tuple[str, str, str, int], dict], sets: list[str], r
     for set_name in sets:
         header = [
             "recipe",
-            "5-fold mean per seed",
+            "fold mean per seed",
             "accuracy (all runs)",
             "macro-F1",
             "vs probe",
