@@ -4,6 +4,9 @@ Fixtures that need data outside the repository (``real_actions_root``, ``ucf101_
 the test cleanly where that data is absent.
 """
 
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +190,32 @@ def shard_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     args += ["--predict", str(odd)]
     shard_main([*args, "--output", str(root), "--chunk_bytes", "20KB"])
     return root
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    """The ffmpeg binary: imageio-ffmpeg's (the dev extra), or one on PATH; skips if there is neither."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        path = shutil.which("ffmpeg")
+        if path is None:
+            pytest.skip("no ffmpeg binary: pip install imageio-ffmpeg (in the dev extra)")
+        return path
+
+
+@pytest.fixture(scope="session")
+def add_display_rotation(ffmpeg: str) -> Callable[..., Path]:
+    """``add(source, target, degrees, mirrored=False)``: ``source`` stream-copied to ``target`` with a display
+    matrix (its frames stay as stored; players show them turned ``degrees`` counter-clockwise, then mirrored), as
+    phones record."""
+
+    def add(source: Path, target: Path, degrees: float, mirrored: bool = False) -> Path:
+        flip = ["-display_hflip"] if mirrored else []
+        command = [ffmpeg, "-loglevel", "error", "-y", "-display_rotation", f"{degrees:g}", *flip, "-i", str(source)]
+        subprocess.run([*command, "-c", "copy", str(target)], capture_output=True, check=True)
+        return target
+
+    return add

@@ -6,7 +6,6 @@ the MP4 gets a display matrix), and ffmpeg's own decode of them (autorotated, as
 reference. The ffmpeg binary is imageio-ffmpeg's (the dev extra), or one on PATH.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -28,28 +27,8 @@ HEIGHT, WIDTH = 48, 64  # stored landscape; upright portrait after a quarter tur
 TURNS = [(0, False), (90, False), (180, False), (270, False), (90, True)]
 
 
-@pytest.fixture(scope="module")
-def ffmpeg() -> str:
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        path = shutil.which("ffmpeg")
-        if path is None:
-            pytest.skip("no ffmpeg binary: pip install imageio-ffmpeg (in the dev extra)")
-        return path
-
-
 def _run(ffmpeg: str, *args: str) -> bytes:
     return subprocess.run([ffmpeg, "-loglevel", "error", *args], capture_output=True, check=True).stdout
-
-
-def _rotated(ffmpeg: str, source: Path, target: Path, degrees: float, mirrored: bool = False) -> Path:
-    """``source`` with a display matrix: its frames shown turned ``degrees`` counter-clockwise (then mirrored)."""
-    flip = ["-display_hflip"] if mirrored else []
-    _run(ffmpeg, "-y", "-display_rotation", f"{degrees:g}", *flip, "-i", str(source), "-c", "copy", str(target))
-    return target
 
 
 def _ffmpeg_frames(ffmpeg: str, path: Path, width: int, height: int) -> np.ndarray:
@@ -69,11 +48,11 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def turned(ffmpeg: str, stored: Path) -> dict[tuple[int, bool], tuple[Path, np.ndarray]]:
+def turned(ffmpeg: str, add_display_rotation, stored: Path) -> dict[tuple[int, bool], tuple[Path, np.ndarray]]:
     """(degrees, mirrored) -> (the rotated file, ffmpeg's upright frames of it)."""
     files = {}
     for degrees, mirrored in TURNS:
-        path = _rotated(ffmpeg, stored, stored.with_name(f"turned_{degrees}_{mirrored}.mp4"), degrees, mirrored)
+        path = add_display_rotation(stored, stored.with_name(f"turned_{degrees}_{mirrored}.mp4"), degrees, mirrored)
         width, height = (HEIGHT, WIDTH) if degrees % 180 else (WIDTH, HEIGHT)
         files[degrees, mirrored] = path, _ffmpeg_frames(ffmpeg, path, width, height)
     return files
@@ -140,9 +119,9 @@ def test_timeline_windows_are_upright(turned, degrees: int, mirrored: bool) -> N
 @pytest.mark.parametrize("backend", ["pyav", "decord"])
 @pytest.mark.parametrize(("degrees", "nearest"), [(30, 0), (60, 90), (-100, 270)])
 def test_a_rotation_off_the_quarter_turns_takes_the_nearest_with_a_warning(
-    ffmpeg: str, stored: Path, turned, degrees: int, nearest: int, backend: str, tmp_path: Path
+    add_display_rotation, stored: Path, turned, degrees: int, nearest: int, backend: str, tmp_path: Path
 ) -> None:
-    path = _rotated(ffmpeg, stored, tmp_path / f"tilted_{degrees}.mp4", degrees)
+    path = add_display_rotation(stored, tmp_path / f"tilted_{degrees}.mp4", degrees)
     with pytest.warns(UserWarning, match=rf"tilted_{degrees}\.mp4: display rotation of {degrees} degrees .* {nearest}"):
         frames = decode_frames(path, _all, backend=backend)
     _assert_same_picture(frames, turned[nearest, False][1])
@@ -171,13 +150,14 @@ def _portrait_bars(height: int = 64, width: int = 32) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def portraits(ffmpeg: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def portraits(add_display_rotation, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``plain``: 32x64 portrait frames stored as they are; ``phone``: the same picture stored landscape (turned
     a quarter clockwise), with a display rotation of 90 degrees that turns it back, as phones record."""
     folder = tmp_path_factory.mktemp("portrait")
     write_video(folder / "plain.mp4", _portrait_bars(), fps=FPS)
     write_video(folder / "sideways.mp4", np.ascontiguousarray(np.rot90(_portrait_bars(), k=-1, axes=(1, 2))), fps=FPS)
-    return {"plain": folder / "plain.mp4", "phone": _rotated(ffmpeg, folder / "sideways.mp4", folder / "phone.mp4", 90)}
+    phone = add_display_rotation(folder / "sideways.mp4", folder / "phone.mp4", 90)
+    return {"plain": folder / "plain.mp4", "phone": phone}
 
 
 def _is(pixels: torch.Tensor, colour: str) -> bool:
