@@ -84,6 +84,43 @@ def test_the_stored_frames_differ_from_the_upright_ones(turned, stored: Path) ->
     assert np.abs(as_stored - upside_down).mean() > 30
 
 
+@pytest.fixture(scope="module")
+def recorded(
+    ffmpeg: str, add_display_rotation, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, int], Path]:
+    """(codec, display rotation) -> a file as phones write them: HEVC (tagged hvc1, iPhones' default) or H.264, an AAC
+    audio track, a variable frame rate (timestamps jittered by up to 10 ms) and a display matrix; 64x48 stored."""
+    folder = tmp_path_factory.mktemp("recorded")
+    files = {}
+    for codec in ("libx265", "libx264"):
+        stored = folder / f"{codec}.mp4"
+        sources = ["-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate=30:duration=1", "-f", "lavfi", "-i",
+                   "sine=frequency=440:duration=1"]  # fmt: skip
+        video = ["-vf", "setpts='PTS+0.01*sin(N)/TB'", "-fps_mode", "vfr", "-c:v", codec, "-pix_fmt", "yuv420p"]
+        quiet = ["-tag:v", "hvc1", "-x265-params", "log-level=error"] if codec == "libx265" else []
+        _run(ffmpeg, "-y", *sources, *video, *quiet, "-c:a", "aac", "-shortest", str(stored))
+        for degrees in (0, 90):
+            files[codec, degrees] = add_display_rotation(stored, folder / f"{codec}_{degrees}.mp4", degrees)
+    return files
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("degrees", [0, 90])
+@pytest.mark.parametrize("codec", ["libx265", "libx264"])
+def test_phone_recordings_decode_as_ffmpeg_shows_them(
+    ffmpeg: str, recorded, codec: str, degrees: int, backend: str
+) -> None:
+    """Every frame, with its audio track and uneven timestamps, as ffmpeg shows it (each decoded frame once:
+    ``-fps_mode passthrough``, no frame duplicated or dropped to even out the rate)."""
+    path = recorded[codec, degrees]
+    width, height = (HEIGHT, WIDTH) if degrees % 180 else (WIDTH, HEIGHT)
+    raw = _run(ffmpeg, "-i", str(path), "-map", "0:v", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt",
+               "rgb24", "-")  # fmt: skip
+    reference = np.frombuffer(raw, dtype=np.uint8).reshape(-1, height, width, 3)
+    assert len(reference) == 30
+    _assert_same_picture(decode_frames(path, _all, backend=backend), reference)
+
+
 def test_decord_leaves_rotated_files_to_pyav(turned) -> None:
     """decord 0.6 mishandles display matrices (it turns 180 degree files itself, and fails on or scrambles the
     quarter turns), so its reader hands every rotated file to PyAV."""
