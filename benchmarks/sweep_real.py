@@ -82,7 +82,7 @@ def summarise(results: dict[tuple[str, str, str, int], dict], sets: list[str], r
     for set_name in sets:
         header = [
             "recipe",
-            "fold mean per seed",
+            "fold mean per seed (seeds ascending)",
             "accuracy (all runs)",
             "macro-F1",
             "vs probe",

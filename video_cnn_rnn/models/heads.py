@@ -75,7 +75,7 @@ class MaxHead(nn.Module):
     """Order-blind peak detector: masked max over time of each feature.
 
     On small real datasets the moment that tells actions apart (a raised leg, an embrace) fills a few frames;
-    a mean dilutes it and a recurrent head memorises the few clips (cross-validated in the README).
+    a mean dilutes it and a recurrent head memorises the few clips (cross-validated: docs/models.md).
     """
 
     def __init__(self, in_features: int) -> None:
