@@ -235,6 +235,119 @@ def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_fra
     assert readers.random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
 
 
+@pytest.mark.parametrize(
+    ("index", "wanted", "stretches"),
+    [
+        (_index(100, 10), [5, 55, 95], [[0, 5], [50, 55], [90, 95]]),  # a seek to each frame's keyframe
+        (_index(100, 10), [5, 9, 12], [[0, 12]]),  # the next keyframe follows the last frame decoded: decode on
+        (_index(100, 0), [5, 55], []),  # no keyframe flags: nothing to seek to
+        # Decode order of an open GOP: keyframe pts 10 is followed by its leading frames pts 8 and 9, which predict
+        # from the GOP before, so frame 9 is decoded from keyframe 0, frame 11 from keyframe 10.
+        (
+            [(0, True), *[(i, False) for i in range(1, 8)], (10, True), (8, False), (9, False), (11, False)],
+            [9],
+            [[0, 10]],
+        ),
+        (
+            [(0, True), *[(i, False) for i in range(1, 8)], (10, True), (8, False), (9, False), (11, False)],
+            [11],
+            [[8, 11]],
+        ),
+    ],
+)
+def test_seek_stretches_start_at_the_keyframe_each_frame_decodes_from(index, wanted, stretches):
+    assert readers.seek_stretches(index, wanted, pts_ordered=True) == stretches
+
+
+def _leading_frames(path: Path) -> int:
+    """Packets that follow a keyframe in decode order but are shown before it (an open GOP's leading frames)."""
+    with av.open(str(path)) as container:
+        keyframe_pts, count = None, 0
+        for packet in container.demux(video=0):
+            if packet.pts is None:
+                continue
+            if packet.is_keyframe:
+                keyframe_pts = packet.pts
+            elif keyframe_pts is not None and packet.pts < keyframe_pts:
+                count += 1
+    return count
+
+
+@pytest.fixture(scope="module")
+def seekable_videos(tmp_path_factory) -> dict[str, Path]:
+    """Streams where PyAV's pass seeks (200 frames, a keyframe every 10, as phones write them): ``closed``
+    (H.264, no B-frames), ``open_h264`` (H.264 with B-frames and open GOPs) and ``open_hevc`` (HEVC with open GOPs:
+    CRA keyframes with leading frames, where PyAV has libx265)."""
+    folder = tmp_path_factory.mktemp("seekable")
+    rng = np.random.default_rng(3)
+    paths = {name: folder / f"{name}.mp4" for name in ("closed", "open_h264")}
+    write_video(paths["closed"], make_clip("disc_grow", 200, 64, 48, rng), x264_options={"g": "10", "bf": "0"})
+    options = {"preset": "veryfast", "x264-params": "keyint=10:min-keyint=10:open-gop=1:bframes=3:scenecut=0"}
+    write_video(paths["open_h264"], make_clip("red_to_blue", 200, 64, 48, rng), x264_options=options)
+    if "libx265" in av.codecs_available:
+        paths["open_hevc"] = folder / "open_hevc.mp4"
+        with av.open(str(paths["open_hevc"]), "w") as container:
+            stream = container.add_stream("libx265", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            stream.options = {"x265-params": "keyint=10:min-keyint=10:open-gop=1:bframes=3:log-level=error"}
+            for frame in make_clip("disc_shrink", 200, 64, 48, rng):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    return paths
+
+
+def test_pyav_seeks_to_sparse_frames_and_gets_the_frames_a_full_decode_gives(seekable_videos, monkeypatch):
+    """Frames far apart in a short-GOP stream are decoded from the keyframe before each, not in one pass over the
+    whole stream (6x faster on 60 s of 1080p: docs/benchmarks.md), and come out bit for bit as a full decode
+    gives them: without B-frames, with B-frames in open GOPs (whose leading frames predict from before the seek),
+    and in HEVC (phones' codecs)."""
+    seeks: list[bool] = []
+    real = readers._decode_seeking
+
+    def spy(*args, **kwargs):
+        decoded = real(*args, **kwargs)
+        seeks.append(decoded is not None)
+        return decoded
+
+    monkeypatch.setattr(readers, "_decode_seeking", spy)
+    for name, path in seekable_videos.items():
+        if name.startswith("open"):
+            assert _leading_frames(path) > 0, name  # the case the keyframe choice is for is really there
+        everything = _full_decode(path, short_side=24)
+        for seed in range(3):
+
+            def pick(num_video_frames, fps, seed=seed):
+                return sample_indices(num_video_frames, 8, "segment", random_sampling=True, rng=random.Random(seed))
+
+            seeks.clear()
+            frames = decode_frames(path, pick, short_side=24, backend="pyav")
+            # Trusted, except where H.264's decoder logs the references a seek into an open GOP leaves behind
+            # ("mmco: unref short failure"): any error sends the read to the sequential pass.
+            assert seeks == [True] or (name == "open_h264" and seeks == [False]), name
+            assert np.array_equal(frames, everything[pick(len(everything), None)]), (name, seed)
+
+
+def test_damage_met_while_seeking_is_reported_as_the_sequential_pass_reports_it(seekable_videos, tmp_path, monkeypatch):
+    """The seeking pass gives up at any damage, and the one sequential pass reads the file and reports it: the
+    same error, naming the same frame, as with seeking switched off."""
+    from conftest import damage_middle_keyframe
+
+    damaged = tmp_path / "damaged.mp4"
+    damage_middle_keyframe(seekable_videos["closed"], damaged)
+    frame, seconds = _damaged_keyframe(damaged)
+
+    def pick(num_video_frames, fps):
+        return [0, frame + 2, num_video_frames - 1]  # one frame predicted from the damaged keyframe
+
+    errors = []
+    for gain in (readers._PYAV_SEEK_GAIN, float("inf")):  # inf: never seek
+        monkeypatch.setattr(readers, "_PYAV_SEEK_GAIN", gain)
+        with pytest.raises(DamagedVideoError) as info:
+            decode_frames(damaged, pick, short_side=24, backend="pyav")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and f"frame {frame} ({seconds:.2f} s)" in errors[0]
+
+
 @pytest.fixture
 def decord_calls(monkeypatch) -> list[str]:
     calls: list[str] = []

@@ -12,7 +12,8 @@ sensor's frame and a rotation, ``orientation.py``) before the crop, so the crop 
 ``crop`` then makes the square input: ``centre`` (the centre square, the Keras examples' crop) or ``pad`` (the
 whole frame letterboxed: its longer side scaled to ``img_size``, the rest black, centred).
 
-Backends, by name (the readers themselves are ``readers.py``): ``pyav`` reads a video in one sequential pass;
+Backends, by name (the readers themselves are ``readers.py``): ``pyav`` reads a video in one sequential pass, or
+seeks to the keyframe before each wanted frame where that halves the decoding;
 ``decord`` seeks to the keyframe before each wanted frame; ``auto`` (the default) reads the packet index first and
 takes decord only where seeking saves most of the decoding (sparse frames of a short-GOP video), PyAV everywhere
 else (a prefix of the video, or frames spread over a long-GOP video where every frame must be decoded anyway), and
@@ -23,6 +24,8 @@ Damaged streams: FFmpeg conceals damage in the middle of a stream, so a damaged 
 from their neighbours. The PyAV readers report what they meet (``damage.Damage``: frame, time, what the decoder
 said), and ``decode_frames`` applies the one policy: a ``DamagedVideoError`` naming the file and where, or, when
 the caller passes a ``damage`` list, only the frames that decoded cleanly, with the damage appended to the list.
+A read that seeks (decord, or PyAV on sparse frames) never decodes the frames between its keyframes, so damage
+there, which no frame it returns predicts from, goes unseen.
 """
 
 import random

@@ -10,8 +10,11 @@ wanted (the stream ended before its header's count, or damage lost some) send th
 ``read_pyav_decodable``.
 
 - ``read_pyav``: one sequential pass that stops at the last wanted frame; outside AVI, and for the decoders in
-  ``_PER_PACKET_SKIP_CODECS``, the decoder drops unwanted non-reference frames. Its ``PyAVProbe`` (header count,
-  packet index, whether pts give display order) is read first, by demuxing alone, so the planner can weigh it.
+  ``_PER_PACKET_SKIP_CODECS``, the decoder drops unwanted non-reference frames. Where seeking to the keyframe
+  before each wanted frame halves the frames decoded (sparse frames of a long video with a keyframe every second
+  or two, as phones write them), it seeks instead, and falls back to the pass at any damage. Its ``PyAVProbe``
+  (header count, packet index, whether pts give display order) is read first, by demuxing alone, so the planner
+  can weigh it.
 - ``read_decord``: seeks to the keyframe before each wanted frame (its scaler gives slightly different pixels).
   It cannot see damage the decoder conceals; a file it fails on goes to PyAV. So does a file with a display
   matrix (a rotated phone video), which PyAV reads from the first frame: decord 0.6 mishandles them (measured:
@@ -39,6 +42,9 @@ from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation, Orientatio
 # of the frames and is still ~1.06x slower (benchmarks/bench_data.py, 1b). Random access goes to decord only where
 # it decodes less than 1/8 of what the pass would.
 _DECORD_RELATIVE_COST = 8.0
+# PyAV's own seek costs no more than the frames it skips, so its pass seeks wherever that halves the frames decoded
+# (sparse frames of a long video with a keyframe every second or two: phone and HD footage, 6x faster at 1080p).
+_PYAV_SEEK_GAIN = 2.0
 # Decoders that read ``skip_frame`` anew for every packet. Others (libdav1d for AV1) fix it at the first packet,
 # so switching it per packet would drop wanted frames.
 _PER_PACKET_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg4", "mpeg2video", "mpeg1video"})
@@ -184,25 +190,50 @@ def probe_pyav(path: Source, pick: IndexPicker) -> PyAVProbe:
         return PyAVProbe(wanted, index, pts_ordered, watch.finish())
 
 
-def random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> bool:
-    """Whether seeking to the keyframe before each wanted frame (decord's random access) decodes so much less
-    than one sequential pass to the last wanted frame that it beats PyAV's cheaper sequential decoding."""
+def seek_stretches(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> list[list[int]]:
+    """What decoding ``wanted`` with seeks reads: ``[keyframe, last wanted frame]`` stretches of decode-order
+    positions, each decoded from the keyframe that starts it. A stretch starts with a seek only where that skips
+    frames; empty where no packet is flagged a keyframe (damaged or odd muxers: nothing to seek to).
+
+    The keyframe for a frame is the last one before it in decode order that is also shown no later than it: an open
+    GOP's leading frames (HEVC's RASL) follow their keyframe in decode order but predict from the GOP before.
+    """
+    keyframes = [position for position, (_, key) in enumerate(index) if key]
+    if not keyframes:
+        return []
     positions_by_frame = range(len(index))  # without usable pts, decode order stands in for display order
     if pts_ordered:
         positions_by_frame = sorted(positions_by_frame, key=lambda position: index[position][0])
-    positions = sorted(positions_by_frame[i] for i in wanted)  # decode-order positions of the wanted frames
-    keyframes = [position for position, (_, key) in enumerate(index) if key]
-    if not keyframes:  # a stream that flags none (damaged or odd muxers): nothing to seek to
-        return False
-    decoded, current = 0, -1
-    for target in positions:
-        if target <= current:
-            continue
-        keyframe = keyframes[bisect.bisect_right(keyframes, target) - 1] if keyframes[0] <= target else 0
-        start = keyframe if keyframe > current + 1 else current + 1  # seek only when it skips frames
-        decoded += target - start + 1
-        current = target
-    return _DECORD_RELATIVE_COST * decoded < positions[-1] + 1
+    stretches: list[list[int]] = []
+    for target in sorted({positions_by_frame[i] for i in wanted}):  # decode-order positions of the wanted frames
+        k = bisect.bisect_right(keyframes, target) - 1
+        while pts_ordered and k >= 0 and index[keyframes[k]][0] > index[target][0]:
+            k -= 1
+        keyframe = keyframes[k] if k >= 0 else 0
+        if stretches and keyframe <= stretches[-1][1] + 1:
+            stretches[-1][1] = target  # decoding on from the last stretch reads no more than a seek would
+        else:
+            stretches.append([keyframe, target])
+    return stretches
+
+
+def _frames_decoded_with_seeks(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> int:
+    return sum(last - first + 1 for first, last in seek_stretches(index, wanted, pts_ordered))
+
+
+def random_access_pays(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> bool:
+    """Whether seeking to the keyframe before each wanted frame (decord's random access) decodes so much less
+    than one sequential pass to the last wanted frame that it beats PyAV's cheaper sequential decoding."""
+    decoded = _frames_decoded_with_seeks(index, wanted, pts_ordered)
+    return decoded > 0 and _DECORD_RELATIVE_COST * decoded < _last_position(index, wanted, pts_ordered) + 1
+
+
+def _last_position(index: list[tuple[int | None, bool]], wanted: list[int], pts_ordered: bool) -> int:
+    """The decode-order position of the last wanted frame: where a sequential pass stops."""
+    if not pts_ordered:
+        return max(wanted)
+    by_pts = sorted(range(len(index)), key=lambda position: index[position][0])
+    return max(by_pts[i] for i in wanted)
 
 
 def _display_index(display_pts: list[int], pts: int | None) -> int | None:
@@ -295,15 +326,75 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter
     return _decoded(rows, wanted, watch)
 
 
+def _decode_seeking(container, stream, index, wanted: list[int], to_rgb: _RGBConverter, log: list) -> Decoded | None:
+    """Decode the frames at display positions ``wanted`` stretch by stretch (``seek_stretches``), seeking to the
+    keyframe that starts each; unwanted non-reference frames are dropped as in ``_decode_indexed``.
+
+    None where this cannot be trusted: a seek that lands after its keyframe, a wanted frame that does not come out,
+    or any damage. The caller then makes the sequential pass, whose account of damage is the one ``Decoded``
+    reports (a seek skips the frames that would show where damage began).
+    """
+    display_pts = sorted(pts for pts, _ in index)
+    wanted_pts = [display_pts[i] for i in wanted]
+    position_of = {pts: position for position, (pts, _) in enumerate(index)}
+    found: dict[int, tuple[np.ndarray, bool]] = {}
+    watch = _DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
+    codec = stream.codec_context
+    can_skip = codec.name in _PER_PACKET_SKIP_CODECS
+    for first, last in seek_stretches(index, wanted, pts_ordered=True):
+        missing = {pts for pts in wanted_pts if first <= position_of[pts] <= last}
+        container.seek(index[first][0], stream=stream, backward=True, any_frame=False)
+        codec.flush_buffers()
+        reached = False
+        for packet in container.demux(stream):
+            watch.packet(packet)
+            if not reached:
+                here = position_of.get(packet.pts)
+                if here is None or here > first:
+                    return None  # landed past the keyframe (or found no packet of the index)
+                if here < first:
+                    continue  # an earlier keyframe: read on, undecoded, to the planned one
+                reached = True
+            elif packet.pts is not None and packet.pts < index[first][0]:
+                continue  # an open GOP's leading frame: it predicts from before the seek, and no wanted frame does
+            if can_skip and packet.size > 0:
+                codec.skip_frame = "DEFAULT" if packet.pts in missing else "NONREF"
+            try:
+                frames = codec.decode(packet)
+            except av.error.FFmpegError:
+                return None
+            watch.read_log()
+            for frame in frames:
+                clean = watch.frame(frame)
+                if frame.pts in missing:
+                    found[frame.pts] = (to_rgb(frame), clean)
+                    missing.discard(frame.pts)
+            if not missing:
+                break
+        if missing or watch.damage:
+            return None
+    return _decoded(found, wanted_pts, watch)
+
+
 def read_pyav(path: Source, probe: PyAVProbe, scale: Scale | None) -> Decoded:
-    """Decode ``probe.wanted`` in one sequential pass (fewer frames where the stream ended before its header's
-    count, or damage lost them)."""
+    """Decode ``probe.wanted``: with seeks where they halve the frames decoded, else in one sequential pass (fewer
+    frames where the stream ended before its header's count, or damage lost them)."""
     if not probe.wanted:
         return Decoded()
     to_rgb = _RGBConverter(scale, _name(path))
+    indexed = probe.pts_ordered and not probe.is_prefix
+    if indexed:
+        seeking = _frames_decoded_with_seeks(probe.index, probe.wanted, pts_ordered=True)
+        if 0 < _PYAV_SEEK_GAIN * seeking < _last_position(probe.index, probe.wanted, pts_ordered=True) + 1:
+            with _ffmpeg_errors() as log, _open(path) as container:
+                stream = _single_threaded_video(container)
+                decoded = _decode_seeking(container, stream, probe.index, probe.wanted, to_rgb, log)
+            if decoded is not None:
+                decoded.damage = unique(probe.damage + decoded.damage)
+                return decoded
     with _ffmpeg_errors() as log, _open(path) as container:
         stream = _single_threaded_video(container)
-        if probe.pts_ordered and not probe.is_prefix:
+        if indexed:
             decoded = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb, log)
         else:
             decoded = _decode_counting(container, stream, probe.wanted, to_rgb, log)
