@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from video_cnn_rnn.data import VideoDataset, collate_clips, decoding, readers
+from video_cnn_rnn.data import VideoDataset, collate_clips, decoding, packets, readers
 from video_cnn_rnn.data.decoding import BACKENDS, DamagedVideoError, VideoDecodeError, decode_frames, load_clip
 from video_cnn_rnn.data.readers import Damage, Decoded
 from video_cnn_rnn.data.sampling import sample_indices
@@ -232,7 +232,7 @@ def _index(num_frames: int, keyframe_every: int) -> list[tuple[int, bool]]:
     ],
 )
 def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_frames, keyframe_every, wanted, pays):
-    assert readers.random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
+    assert packets.random_access_pays(_index(num_frames, keyframe_every), wanted, pts_ordered=True) is pays
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,7 @@ def test_random_access_pays_only_when_seeking_skips_most_of_the_decoding(num_fra
     ],
 )
 def test_seek_stretches_start_at_the_keyframe_each_frame_decodes_from(index, wanted, stretches):
-    assert readers.seek_stretches(index, wanted, pts_ordered=True) == stretches
+    assert packets.seek_stretches(index, wanted, pts_ordered=True) == stretches
 
 
 def _leading_frames(path: Path) -> int:
@@ -419,7 +419,7 @@ def hanging_backends(monkeypatch):
         return np.zeros((1, 8, 8, 3), dtype=np.uint8)
 
     monkeypatch.setattr(readers, "read_decord", hang)
-    monkeypatch.setattr(readers, "probe_pyav", hang)
+    monkeypatch.setattr(packets, "probe_pyav", hang)
     yield
     release.set()
 
@@ -440,7 +440,7 @@ def test_backend_exceptions_become_decode_errors(video_dir, monkeypatch, decode_
         raise RuntimeError("corrupt macroblock")
 
     monkeypatch.setattr(readers, "read_decord", broken)
-    monkeypatch.setattr(readers, "probe_pyav", broken)
+    monkeypatch.setattr(packets, "probe_pyav", broken)
     with pytest.raises(VideoDecodeError, match="corrupt macroblock") as info:
         load_clip(video_dir["mp4"], num_frames=4, img_size=16, decode_timeout=decode_timeout)
     assert str(video_dir["mp4"]) in str(info.value)

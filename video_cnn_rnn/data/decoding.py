@@ -37,10 +37,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from video_cnn_rnn.data import readers
+from video_cnn_rnn.data import packets, readers
 from video_cnn_rnn.data.damage import Damage
 from video_cnn_rnn.data.frames import Scale, Source
-from video_cnn_rnn.data.readers import Decoded, IndexPicker
+from video_cnn_rnn.data.packets import IndexPicker
+from video_cnn_rnn.data.readers import Decoded
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["auto", "decord", "pyav"]
@@ -80,18 +81,18 @@ def describe_damage(damage: list[Damage], shown: int = 2) -> str:
 
 def _decode(path: Source, pick: IndexPicker, scale: Scale | None, backend: Backend) -> Decoded:
     """The planner: which reader decodes ``path``, and the fallback when its stream is shorter than its header."""
-    probe = readers.probe_pyav(path, pick) if backend != "decord" else None
+    probe = packets.probe_pyav(path, pick) if backend != "decord" else None
     seek = backend == "decord" or (
         backend == "auto"
         and isinstance(path, str)  # bytes in memory: PyAV only (readers.read_decord)
         and bool(probe.index)
         and readers.decord_available()
-        and readers.random_access_pays(probe.index, probe.wanted, probe.pts_ordered)
+        and packets.random_access_pays(probe.index, probe.wanted, probe.pts_ordered)
     )
     frames = readers.read_decord(path, pick, scale) if seek else None
     if frames is not None:
         return Decoded.undamaged(frames)
-    probe = probe or readers.probe_pyav(path, pick)
+    probe = probe or packets.probe_pyav(path, pick)
     decoded = readers.read_pyav(path, probe, scale)
     if len(decoded.positions) < len(probe.wanted) and not decoded.damage:
         # The stream ended before its header's count (a file cut at a frame's end): re-sample over the frames

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.frames import Source
-from video_cnn_rnn.data.readers import probe_pyav
+from video_cnn_rnn.data.packets import probe_pyav
 from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
 
 try:  # this module is imported only where shards are used (data.streaming, video-cnn-rnn shard)
