@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_checkpoint_evaluated_on_other_classes_fails_listing_the_difference(
 
 
 def test_crop_is_linked_to_the_model_and_a_checkpoint_evaluates_with_its_own(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cli = run_cli([*tiny_args(synthetic_root, tmp_path), "--data.crop", "pad"], run=False)
     assert cli.model.hparams.crop == cli.datamodule.hparams.crop == "pad"
@@ -140,6 +141,15 @@ def test_crop_is_linked_to_the_model_and_a_checkpoint_evaluates_with_its_own(
     args = [*tiny_args(synthetic_root, tmp_path), "--reports.output_dir", str(tmp_path), "--ckpt_path", str(checkpoint)]
     cli = run_cli(["test", *args])  # the config says nothing of crop: the checkpoint's pad is used
     assert cli.datamodule.hparams.crop == "pad" and cli.datamodule.datasets["test"].crop == "pad"
+
+    # A setting given on the command line that the checkpoint replaces is named, not dropped in silence.
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        cli = run_cli(["test", *args, "--data.crop", "centre", "--data.eval_flip", "true"])
+    assert cli.datamodule.hparams.crop == "pad" and cli.datamodule.hparams.eval_flip is False
+    message = next(record.getMessage() for record in caplog.records if "brings its own" in record.getMessage())
+    assert "data.crop 'centre' -> 'pad'" in message and "data.eval_flip True -> False" in message
+    assert "img_size" not in message  # the config's 32 is the checkpoint's too
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -1,6 +1,6 @@
 """Phone footage through the fine-tuning recipe: ``configs/finetune_real.yaml`` as written (the whole upright frame
 letterboxed, attention over each frame's feature map, clip-consistent augmentation on the device, 2 clips a video
-an epoch, 2 evaluation clips), shrunk to a tiny backbone.
+an epoch, 2 evaluation clips and their mirror images), shrunk to a tiny backbone.
 
 The clips stand in for the held-out phone set: portrait, half of them stored sideways with a display rotation as
 phones record, and two classes that differ only in *where* something happens, in the top or bottom quarter of the
@@ -122,15 +122,19 @@ def test_fine_tuning_recipe_learns_where_on_rotated_portrait_clips(phone_clips: 
     main([*export, "--output", str(tmp_path / "m.pt2")])
     exported = torch.export.load(str(tmp_path / "m.pt2")).module()
     sidecar = json.loads((tmp_path / "m.pt2.json").read_text())
-    assert (sidecar["crop"], sidecar["spatial_pool"], sidecar["eval_clips"]) == ("pad", "attention", 2)
+    assert (sidecar["crop"], sidecar["spatial_pool"], sidecar["eval_clips"], sidecar["eval_flip"]) == (
+        "pad", "attention", 2, True
+    )  # fmt: skip
 
     names = model.class_names
     for row in tested:
         path, label = row["path"], row["predicted"]
         probability = float(row[f"prob_{label}"])
-        # As the sidecar says: the eval clips decoded upright and letterboxed, logits averaged as softmax.
+        # As the sidecar says: the eval clips decoded upright and letterboxed, and their mirror images, logits
+        # averaged as softmax.
         frames, length = load_clips(path, sidecar["eval_clips"], sidecar["num_frames"], sidecar["img_size"],
                                     crop=sidecar["crop"])  # fmt: skip
+        frames = torch.cat([frames, frames.flip(-1)])
         mask = (torch.arange(frames.shape[1]) < length).expand(frames.shape[:2])  # [K, L]
         with torch.no_grad():
             from_export = exported(frames, mask).softmax(-1).mean(0)

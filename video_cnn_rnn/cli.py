@@ -111,6 +111,14 @@ class VideoCLI(LightningCLI):
         if not hparams:
             return
         data = {name: hparams.pop(name) for name in DATA_OWNED if name in hparams}
+        given = (self.config[subcommand] if subcommand else self.config).get("data") or {}
+        replaced = [
+            f"data.{name} {given.get(name)!r} -> {data[name]!r}"
+            for name in FRAME_SETTINGS
+            if name in data and given.get(name) != data[name]
+        ]
+        if replaced:  # said out loud: a setting given on the command line or in a config is not used
+            rank_zero_info(f"{path} brings its own frame and evaluation settings: {', '.join(replaced)}")
         config = {"model": hparams, "data": data}
         self.config = self.parser.parse_object({subcommand: config} if subcommand else config, self.config)
 
