@@ -1,13 +1,14 @@
 """Re-test a ``sweep_real.py`` sweep's checkpoints with other evaluation views (clips x mirror), no re-training.
 
-    python benchmarks/eval_views.py runs/sweep --recipe finetune_real --views 2 2f 4 4f
+    python benchmarks/eval_views.py runs/sweep [runs/other_sweep ...] --recipe finetune_real --views 2 2f 4 4f
 
 A view is ``K`` (``eval_clips: K``) or ``Kf`` (also ``eval_flip: true``). With no validation split
 (``val_fraction: 0``, as the real-footage recipes ship) the evaluation views never touch training, so a checkpoint
 re-tested with other views gives exactly what a run trained with them would. Each view is the same ``test
 --ckpt_path`` a user runs, on a copy of the checkpoint whose recorded views are replaced (the checkpoint's settings
 win over the command line, by design). Prints per view: the mean over folds per seed, mean ± std over all runs, and
-the change from the first view paired by run.
+the change from the first view paired by run, for every set. Only finished runs (``results.json`` written) of
+recipes without validation are re-tested.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def parse_view(view: str) -> tuple[int, bool]:
 def test_with_view(checkpoint: Path, cli_args: list[str], view: str, scratch: Path) -> float:
     clips, flip = parse_view(view)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    state["hyper_parameters"].update(eval_clips=clips, eval_flip=flip)
+    data = state.get("datamodule_hyper_parameters", {})
+    if data.get("val") or data.get("val_fraction", 0) > 0:
+        raise SystemExit(f"eval_views: {checkpoint} was trained with a validation split, which its views shaped")
+    for hparams in (state["hyper_parameters"], data):
+        hparams.update(eval_clips=clips, eval_flip=flip)
     patched = scratch / "view.ckpt"
     torch.save(state, patched)
     run_cli([
@@ -49,9 +54,30 @@ def test_with_view(checkpoint: Path, cli_args: list[str], view: str, scratch: Pa
     return json.loads((scratch / view / "test_metrics.json").read_text())["test_acc"]
 
 
+def retest(command_file: Path, views: list[str]) -> dict[str, float]:
+    """One sweep run (``cv --only_folds K``) re-tested with each view -> accuracy per view."""
+    command = json.loads(command_file.read_text())
+    folds, fold = Path(command[command.index("--folds") + 1]), int(command[command.index("--only_folds") + 1])
+    recipe = shlex.split(command[command.index("--recipe") + 2])
+    common = command[command.index("--output") + 2 : command.index("--recipe")]
+    checkpoint = command_file.parent / recipe_name(command) / f"fold_{fold}" / "checkpoints" / "best.ckpt"
+    cli_args = [
+        *common, *recipe,
+        "--data.train", str(folds / f"train_{fold}.csv"),
+        "--data.test", str(folds / f"test_{fold}.csv"),
+        "--reports.print_predictions", "false",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        return {view: test_with_view(checkpoint, cli_args, view, Path(scratch)) for view in views}
+
+
+def recipe_name(command: list[str]) -> str:
+    return command[command.index("--recipe") + 1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep", type=Path, help="a sweep_real.py --output folder")
+    parser.add_argument("sweeps", type=Path, nargs="+", help="sweep_real.py --output folders")
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--views", nargs="+", default=["2", "2f", "4", "4f"])
     args = parser.parse_args()
@@ -60,45 +86,36 @@ def main() -> None:
     # run_cli is given its arguments while sys.argv holds this script's: intended here, not a mistake.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 
-    accuracy: dict[str, dict[tuple[str, int], float]] = {view: {} for view in args.views}
-    runs = sorted(args.sweep.glob(f"*/{args.recipe}/seed*/fold*/command.json"))
+    runs = sorted(path for sweep in args.sweeps for path in sweep.glob(f"*/{args.recipe}/seed*/fold*/command.json"))
+    runs = [path for path in runs if (path.parent / "results.json").exists()]  # a killed run left no results
     if not runs:
-        raise SystemExit(f"eval_views: no {args.recipe} runs under {args.sweep}")
+        raise SystemExit(f"eval_views: no finished {args.recipe} runs under {', '.join(map(str, args.sweeps))}")
+    # (set, seed, fold) -> view -> accuracy; a sweep's folders are SET/RECIPE/seedS/foldK
+    accuracy: dict[tuple[str, str, str], dict[str, float]] = {}
     for command_file in runs:
-        command = json.loads(command_file.read_text())
-        folds, fold = Path(command[command.index("--folds") + 1]), int(command[command.index("--only_folds") + 1])
-        recipe = shlex.split(command[command.index("--recipe") + 2])
-        common = command[command.index("--output") + 2 : command.index("--recipe")]
-        checkpoint = next(command_file.parent.glob(f"*/fold_{fold}/checkpoints/best.ckpt"))
-        seed = command_file.parent.parent.name
-        cli_args = [
-            *common, *recipe,
-            "--data.train", str(folds / f"train_{fold}.csv"),
-            "--data.test", str(folds / f"test_{fold}.csv"),
-            "--reports.print_predictions", "false",
-        ]  # fmt: skip
-        with tempfile.TemporaryDirectory() as scratch:
-            for view in args.views:
-                accuracy[view][seed, fold] = test_with_view(checkpoint, cli_args, view, Path(scratch))
-                print(f"{seed} fold {fold} view {view}: {100 * accuracy[view][seed, fold]:.1f}", flush=True)
+        run = (command_file.parents[3].name, command_file.parents[1].name, command_file.parent.name)
+        accuracy[run] = retest(command_file, args.views)
+        print(" ".join(run), " ".join(f"{v}: {100 * a:.1f}" for v, a in accuracy[run].items()), flush=True)
 
     first = args.views[0]
-    seeds = sorted({seed for seed, _ in accuracy[first]})
-    print(f"\n| views | fold mean per seed ({', '.join(seeds)}) | accuracy (all runs) | vs {first} | runs up/down |")
-    print("| --- | --- | --- | --- | --- |")
-    for view in args.views:
-        runs_acc = accuracy[view]
-        per_seed = [statistics.fmean(a for (s, _), a in runs_acc.items() if s == seed) for seed in seeds]
-        values = list(runs_acc.values())
-        deltas = [runs_acc[run] - accuracy[first][run] for run in runs_acc]
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        change = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-        print(
-            f"| {view} | {', '.join(f'{100 * m:.1f}' for m in per_seed)} "
-            f"| {100 * statistics.fmean(values):.1f} ± {100 * spread:.1f} "
-            f"| {100 * statistics.fmean(deltas):+.1f} ± {100 * change:.1f} "
-            f"| {sum(d > 0 for d in deltas)}/{sum(d < 0 for d in deltas)} |"
-        )
+    for name in sorted({run[0] for run in accuracy}):
+        in_set = {run: acc for run, acc in accuracy.items() if run[0] == name}
+        seeds = sorted({run[1] for run in in_set})
+        print(f"\n**{name}**\n")
+        print(f"| views | fold mean per seed ({', '.join(seeds)}) | accuracy (all runs) | vs {first} | runs up/down |")
+        print("| --- | --- | --- | --- | --- |")
+        for view in args.views:
+            values = [acc[view] for acc in in_set.values()]
+            per_seed = [statistics.fmean(acc[view] for run, acc in in_set.items() if run[1] == s) for s in seeds]
+            deltas = [acc[view] - acc[first] for acc in in_set.values()]
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            change = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+            print(
+                f"| {view} | {', '.join(f'{100 * m:.1f}' for m in per_seed)} "
+                f"| {100 * statistics.fmean(values):.1f} ± {100 * spread:.1f} "
+                f"| {100 * statistics.fmean(deltas):+.1f} ± {100 * change:.1f} "
+                f"| {sum(d > 0 for d in deltas)}/{sum(d < 0 for d in deltas)} |"
+            )
 
 
 if __name__ == "__main__":

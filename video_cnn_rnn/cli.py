@@ -117,7 +117,7 @@ class VideoCLI(LightningCLI):
             for name in FRAME_SETTINGS
             if name in data and given.get(name) != data[name]
         ]
-        if replaced:  # said out loud: a setting given on the command line or in a config is not used
+        if replaced:  # said out loud: the command line's, config's or default value is not the one used
             rank_zero_info(f"{path} brings its own frame and evaluation settings: {', '.join(replaced)}")
         config = {"model": hparams, "data": data}
         self.config = self.parser.parse_object({subcommand: config} if subcommand else config, self.config)
