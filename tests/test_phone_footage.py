@@ -135,7 +135,7 @@ def test_fine_tuning_recipe_learns_where_on_rotated_portrait_clips(phone_clips: 
         frames, length = load_clips(path, sidecar["eval_clips"], sidecar["num_frames"], sidecar["img_size"],
                                     crop=sidecar["crop"])  # fmt: skip
         frames = torch.cat([frames, frames.flip(-1)])
-        mask = (torch.arange(frames.shape[1]) < length).expand(frames.shape[:2])  # [K, L]
+        mask = (torch.arange(frames.shape[1]) < length).expand(frames.shape[:2])  # [2K, L]
         with torch.no_grad():
             from_export = exported(frames, mask).softmax(-1).mean(0)
         answers = {
