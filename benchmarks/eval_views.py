@@ -17,7 +17,6 @@ import argparse
 import json
 import re
 import shlex
-import statistics
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from video_cnn_rnn.cli import run_cli
+from video_cnn_rnn.crossval import mean_std
 
 
 def parse_view(view: str) -> tuple[int, bool]:
@@ -60,7 +60,8 @@ def retest(command_file: Path, views: list[str]) -> dict[str, float]:
     folds, fold = Path(command[command.index("--folds") + 1]), int(command[command.index("--only_folds") + 1])
     recipe = shlex.split(command[command.index("--recipe") + 2])
     common = command[command.index("--output") + 2 : command.index("--recipe")]
-    checkpoint = command_file.parent / recipe_name(command) / f"fold_{fold}" / "checkpoints" / "best.ckpt"
+    recipe_folder = command_file.parent / command[command.index("--recipe") + 1]
+    checkpoint = recipe_folder / f"fold_{fold}" / "checkpoints" / "best.ckpt"
     cli_args = [
         *common, *recipe,
         "--data.train", str(folds / f"train_{fold}.csv"),
@@ -69,10 +70,6 @@ def retest(command_file: Path, views: list[str]) -> dict[str, float]:
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as scratch:
         return {view: test_with_view(checkpoint, cli_args, view, Path(scratch)) for view in views}
-
-
-def recipe_name(command: list[str]) -> str:
-    return command[command.index("--recipe") + 1]
 
 
 def main() -> None:
@@ -106,15 +103,14 @@ def main() -> None:
         print(f"| views | fold mean per seed ({', '.join(seeds)}) | accuracy (all runs) | vs {first} | runs up/down |")
         print("| --- | --- | --- | --- | --- |")
         for view in args.views:
-            values = [acc[view] for acc in in_set.values()]
-            per_seed = [statistics.fmean(acc[view] for run, acc in in_set.items() if run[1] == s) for s in seeds]
+            per_seed = [mean_std([acc[view] for run, acc in in_set.items() if run[1] == s])[0] for s in seeds]
+            mean, spread = mean_std([acc[view] for acc in in_set.values()])
             deltas = [acc[view] - acc[first] for acc in in_set.values()]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            change = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+            change, change_spread = mean_std(deltas)
             print(
                 f"| {view} | {', '.join(f'{100 * m:.1f}' for m in per_seed)} "
-                f"| {100 * statistics.fmean(values):.1f} ± {100 * spread:.1f} "
-                f"| {100 * statistics.fmean(deltas):+.1f} ± {100 * change:.1f} "
+                f"| {100 * mean:.1f} ± {100 * spread:.1f} "
+                f"| {100 * change:+.1f} ± {100 * change_spread:.1f} "
                 f"| {sum(d > 0 for d in deltas)}/{sum(d < 0 for d in deltas)} |"
             )
 
