@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from video_cnn_rnn.data import VideoDataset, readers
-from video_cnn_rnn.data.decoding import BACKENDS, _to_clip, decode_frames, load_clip, load_clips
+from video_cnn_rnn.data.crops import to_clip
+from video_cnn_rnn.data.decoding import BACKENDS, decode_frames, load_clip, load_clips
 from video_cnn_rnn.data.orientation import UPRIGHT, Orientation, from_display_matrix
 from video_cnn_rnn.data.readers import Scale
 from video_cnn_rnn.data.synthetic import write_video
@@ -171,7 +172,7 @@ def test_timeline_windows_are_upright(turned, degrees: int, mirrored: bool) -> N
     windows = list(iter_windows(path, 1 / FPS, 1 / FPS, num_frames=1, img_size=48))
     assert len(windows) == FRAMES
     got = torch.cat([window.frames for window in windows])
-    _assert_same_picture(got, _to_clip(reference, 48))
+    _assert_same_picture(got, to_clip(reference, 48))
 
 
 @pytest.mark.parametrize("backend", ["pyav", "decord"])
@@ -274,7 +275,7 @@ def test_pad_at_one_to_four_and_four_to_one(width: int, height: int, backend: st
 @pytest.mark.parametrize("shape", [(1, 1000), (1000, 1), (1, 1), (3, 2000)])
 def test_pad_of_extreme_frames_neither_crashes_nor_divides_by_zero(shape: tuple[int, int]) -> None:
     frames = np.full((2, *shape, 3), 200, dtype=np.uint8)
-    clip = _to_clip(frames, 32, "pad")
+    clip = to_clip(frames, 32, "pad")
     assert clip.shape == (2, 3, 32, 32) and clip.dtype == torch.uint8 and clip.max() > 0
     height, width = shape
     assert min(Scale(32, fit=True).size(width, height)) >= 1 and max(Scale(32, fit=True).size(width, height)) == 32

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from video_cnn_rnn.data import windows as windows_module
-from video_cnn_rnn.data.decoding import VideoDecodeError, _to_clip
+from video_cnn_rnn.data.crops import to_clip
+from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.data.readers import Scale, _RGBConverter
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import write_video
@@ -44,7 +45,7 @@ def _reference(path: Path, window_s: float, hop_s: float, num_frames: int, img_s
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
             times.append(frame.time)
-            frames.append(_to_clip(to_rgb(frame)[None], img_size)[0])
+            frames.append(to_clip(to_rgb(frame)[None], img_size)[0])
     times = [t - times[0] for t in times]
     end = times[-1] + 1 / FPS
     out, k = [], 0

@@ -21,12 +21,16 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     ``mask`` bool ``[B, T]`` (``[B, K, T]``; True = real frame), ``lengths`` int64 ``[B]``, ``labels`` int64
     ``[B]`` (-1 when unlabelled), ``paths``, ``skipped`` (``(path, reason)`` of items that failed to decode and
     were dropped, ``on_error="skip"`` or ``"warn"``) and ``damaged`` (``(path, reason)`` of items kept with the
-    frames that decoded cleanly, ``on_error="warn"``). Frames stay uint8 so only bytes cross to the device;
+    frames that decoded cleanly, ``on_error="warn"``) and ``crop_fallback`` (``(path, reason)`` of items whose motion
+    crop fell back to the centre square). Frames stay uint8 so only bytes cross to the device;
     normalisation happens there.
     """
     skipped = [(item["path"], _reason(item["path"], item["error"])) for item in items if "error" in item]
     items = [item for item in items if "error" not in item]
     damaged = [(item["path"], _reason(item["path"], item["damaged"])) for item in items if "damaged" in item]
+    crop_fallback = [
+        (item["path"], _reason(item["path"], item["crop_fallback"])) for item in items if "crop_fallback" in item
+    ]
     if not items:
         return {
             "frames": torch.zeros(0, 0, 3, 1, 1, dtype=torch.uint8),
@@ -36,6 +40,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
             "paths": [],
             "skipped": skipped,
             "damaged": damaged,
+            "crop_fallback": crop_fallback,
         }
     lengths = torch.tensor([item["length"] for item in items], dtype=torch.long)
     max_length = int(lengths.max())
@@ -61,6 +66,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         "paths": [item["path"] for item in items],
         "skipped": skipped,
         "damaged": damaged,
+        "crop_fallback": crop_fallback,
     }
 
 

@@ -9,8 +9,8 @@ and ``img_size``, not on the video's resolution or length.
 
 The frame as a person sees it: every reader turns frames upright by the file's display matrix (phones store the
 sensor's frame and a rotation, ``orientation.py``) before the crop, so the crop is taken from the upright frame.
-``crop`` then makes the square input: ``centre`` (the centre square, the Keras examples' crop) or ``pad`` (the
-whole frame letterboxed: its longer side scaled to ``img_size``, the rest black, centred).
+``crop`` then makes the square input (``crops.py``): ``centre`` (the centre square, the Keras examples' crop),
+``pad`` (the whole frame letterboxed) or ``motion`` (one square per clip around where the clip moves).
 
 Backends, by name (the readers themselves are ``readers.py``): ``pyav`` reads a video in one sequential pass, or
 seeks to the keyframe before each wanted frame where that halves the decoding;
@@ -38,16 +38,18 @@ import numpy as np
 import torch
 
 from video_cnn_rnn.data import packets, readers
+
+# decoded_short_side: re-exported, the size a proxy or a caller's own decoder must give the crop.
+from video_cnn_rnn.data.crops import Crop, check_crop, decoded_short_side, decoder_scale, to_clip  # noqa: F401
 from video_cnn_rnn.data.damage import Damage
 from video_cnn_rnn.data.frames import Scale, Source
+from video_cnn_rnn.data.motion import MotionBox
 from video_cnn_rnn.data.packets import IndexPicker
 from video_cnn_rnn.data.readers import Decoded
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices, segment_indices
 
 Backend = Literal["auto", "decord", "pyav"]
 BACKENDS: tuple[str, ...] = ("auto", "decord", "pyav")
-Crop = Literal["centre", "pad"]
-CROPS: tuple[str, ...] = ("centre", "pad")
 
 
 class VideoDecodeError(RuntimeError):
@@ -126,46 +128,6 @@ def _run_with_timeout(fn: Callable[[], Decoded], timeout_s: float | None, path: 
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     return result["value"]  # type: ignore[return-value]
-
-
-def check_crop(crop: str) -> None:
-    if crop not in CROPS:
-        raise ValueError(f"unknown crop {crop!r}; choose one of {CROPS}")
-
-
-def _scale(img_size: int, crop: Crop) -> Scale:
-    """What the decoder scales to for ``crop``: the shorter side for a centre crop, the longer side for a letterbox."""
-    return Scale(img_size, fit=crop == "pad")
-
-
-def _to_clip(frames: np.ndarray, img_size: int, crop: Crop = "centre") -> torch.Tensor:
-    """Upright [L, H, W, 3] uint8 -> [L, 3, img_size, img_size] uint8: the centre square (``centre``) or the whole
-    frame letterboxed (``pad``), resized to img_size."""
-    from torchvision.transforms.v2.functional import resize
-
-    height, width = frames.shape[1:3]
-    if crop == "pad":
-        # The whole frame, its longer side at img_size (the decoder already scaled it, unless it could not).
-        fitted_width, fitted_height = Scale(img_size, fit=True).size(width, height)
-        if (fitted_height, fitted_width) != (height, width):
-            clip = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))  # [L, H, W, 3] -> [L, 3, H, W]
-            clip = resize(clip, [fitted_height, fitted_width], antialias=True)
-            frames = clip.permute(0, 2, 3, 1).numpy()  # -> [L, H, W, 3]
-        top, left = (img_size - fitted_height) // 2, (img_size - fitted_width) // 2
-        # Black bars, the frame centred: numpy's strided copy into a zeroed array measured >10x faster than
-        # torchvision's pad of the channel-first frames.
-        canvas = np.zeros((len(frames), 3, img_size, img_size), dtype=np.uint8)
-        canvas[:, :, top : top + fitted_height, left : left + fitted_width] = frames.transpose(0, 3, 1, 2)
-        return torch.from_numpy(canvas)
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    # Crop, then copy only the crop channel-first: numpy's strided copy measured 2x faster than torch's here.
-    square = frames[:, top : top + side, left : left + side].transpose(0, 3, 1, 2)  # [L, H, W, 3] -> [L, 3, H, W]
-    clip = torch.from_numpy(np.ascontiguousarray(square))
-    if side != img_size:
-        # The decoder already scaled the shorter side; this only runs for decoders that could not.
-        clip = resize(clip, [img_size, img_size], antialias=True).contiguous()
-    return clip
 
 
 def _replayable(rng: random.Random | None) -> Callable[[], random.Random]:
@@ -259,9 +221,11 @@ def load_clip(
     segment_offset: float | None = None,
     damage: list[Damage] | None = None,
     crop: Crop = "centre",
+    boxes: list[MotionBox] | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Load one clip: ``num_frames`` sampled frames, upright, centre-square-cropped (``crop="pad"``: letterboxed)
-    and resized to ``img_size``.
+    """Load one clip: ``num_frames`` sampled frames, upright, centre-square-cropped (``crop="pad"``: letterboxed;
+    ``crop="motion"``: the square around the clip's motion, appended to ``boxes`` when given) and resized to
+    ``img_size``.
 
     Returns ``(frames, length)``: frames uint8 ``[L, 3, img_size, img_size]`` holding the ``L <= num_frames``
     real frames (fewer when the video is shorter), and ``L``.
@@ -290,8 +254,8 @@ def load_clip(
             offset=segment_offset,
         )
 
-    frames = _decode_checked(path, pick, _scale(img_size, crop), backend, decode_timeout, damage)[0]
-    clip = _to_clip(frames, img_size, crop)
+    frames = _decode_checked(path, pick, decoder_scale(img_size, crop), backend, decode_timeout, damage)[0]
+    clip = to_clip(frames, img_size, crop, boxes)
     return clip, clip.shape[0]
 
 
@@ -306,6 +270,7 @@ def load_clips(
     rngs: list[random.Random] | None = None,
     damage: list[Damage] | None = None,
     crop: Crop = "centre",
+    boxes: list[MotionBox] | None = None,
 ) -> tuple[torch.Tensor, int]:
     """K ``segment`` clips of one video from a single decode (frames shared between clips are decoded once).
 
@@ -314,7 +279,7 @@ def load_clips(
     Returns ``(frames, length)``: uint8 ``[K, L, 3, img_size, img_size]`` and ``L``.
 
     ``damage`` as for ``load_clip``; each clip keeps its clean frames, cut to the shortest clip's count so the K
-    clips stay one tensor.
+    clips stay one tensor. ``crop="motion"`` finds each clip's own box (appended to ``boxes`` in clip order).
     """
     check_sampling(num_frames, "segment")
     check_crop(crop)
@@ -334,8 +299,7 @@ def load_clips(
         ]
         return sorted({index for indices in per_clip for index in indices})
 
-    frames, positions = _decode_checked(path, pick, _scale(img_size, crop), backend, decode_timeout, damage)
-    frames = _to_clip(frames, img_size, crop)
+    frames, positions = _decode_checked(path, pick, decoder_scale(img_size, crop), backend, decode_timeout, damage)
     path = _source_and_name(path)[1]  # for the messages below
     union = sorted({index for indices in per_clip for index in indices})
     if damage is None and len(frames) != len(union):
@@ -345,5 +309,9 @@ def load_clips(
     length = min(len(rows) for rows in kept)
     if length == 0:  # only with a damage list: without one, missing frames raised above
         raise DamagedVideoError(f"{path}: {describe_damage(damage)}; a clip has no clean frame", damage)
-    clips = torch.stack([frames[rows[:length]] for rows in kept])  # [K, L, C, H, W]
+    if crop == "motion":  # a box per clip, from that clip's frames
+        clips = torch.stack([to_clip(frames[rows[:length]], img_size, crop, boxes) for rows in kept])
+    else:  # the frames the clips share are cropped once
+        frames = to_clip(frames, img_size, crop)  # [N, H, W, 3] -> [N, C, img_size, img_size]
+        clips = torch.stack([frames[rows[:length]] for rows in kept])  # [K, L, C, H, W]
     return clips, clips.shape[1]

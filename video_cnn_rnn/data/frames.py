@@ -23,14 +23,18 @@ Source = str | BinaryIO
 @dataclass(frozen=True)
 class Scale:
     """The size the decoder scales frames to, aspect ratio kept: the shorter side to ``side`` (for a centre crop),
-    or with ``fit`` the longer side (for a letterbox)."""
+    or with ``fit`` the longer side (for a letterbox); without ``upscale``, never above the stored size (the
+    motion crop reads frames larger than ``img_size`` to zoom into, and a small video has nothing more to give)."""
 
     side: int
     fit: bool = False
+    upscale: bool = True
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) scaled; no side below one pixel, however extreme the aspect ratio."""
         scale = self.side / (max(width, height) if self.fit else min(width, height))
+        if not self.upscale and scale >= 1:
+            return width, height
         floor = 1 if self.fit else self.side  # the side that is exactly ``side`` must not round below it
         return max(floor, round(width * scale)), max(floor, round(height * scale))
 

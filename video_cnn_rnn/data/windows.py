@@ -6,7 +6,8 @@ frames inside it the way a clip is sampled from a whole video (``sample_indices`
 (or letterboxed, ``crop="pad"``) as ``load_clip`` does, so a window looks like a training clip of a video that long.
 
 Memory: only the frames of the windows still open are kept, already at ``img_size`` (a window's worth at most,
-``window_s * fps`` small frames), so peak memory does not grow with the video's length. Frames that fall in no
+``window_s * fps`` small frames; with ``crop="motion"`` whole frames at up to ``MOTION_ZOOM`` x ``img_size``,
+since each window finds its own box), so peak memory does not grow with the video's length. Frames that fall in no
 window (``hop_s > window_s``) are decoded but never converted.
 
 - Only windows that fit inside the video are read; the tail after the last one (shorter than ``hop_s``) is not.
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
-from video_cnn_rnn.data.decoding import Crop, VideoDecodeError, _scale, _to_clip, check_crop
+from video_cnn_rnn.data.crops import Crop, check_crop, decoder_scale, to_clip
+from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.data.frames import _RGBConverter, _single_threaded_video
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
 
@@ -35,6 +38,8 @@ from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_ind
 EPS = 1e-6
 # A stream that ends this much before the duration its header gives is reported as truncated.
 TRUNCATION_SLACK_S = 0.5
+# A frame kept for the open windows: cropped [C, H, W], or whole and upright [H, W, 3] for the motion crop.
+Frame = torch.Tensor | np.ndarray
 
 
 @dataclass
@@ -61,9 +66,15 @@ def in_window(time_s: float, start_s: float, window_s: float) -> bool:
     return start_s - EPS <= time_s < start_s + window_s - EPS
 
 
-def _clip(frames: list[torch.Tensor], num_frames: int, sampling: SamplingMode, fps: float | None) -> torch.Tensor:
-    """The window's frames [C, H, W] each -> the sampled clip [L, C, H, W]."""
+def _clip(
+    frames: list[Frame], num_frames: int, sampling: SamplingMode, fps: float | None, img_size: int, crop: Crop
+) -> torch.Tensor:
+    """The window's frames -> the sampled clip [L, C, img_size, img_size]. Frames are cropped already ([C, H, W]
+    tensors), or, for the motion crop, whole upright [H, W, 3] arrays, cropped here by the sampled frames' box:
+    the window's own box, as ``load_clip`` finds a clip's."""
     indices = sample_indices(len(frames), num_frames, sampling, video_fps=fps)
+    if crop == "motion":
+        return to_clip(np.stack([frames[i] for i in indices]), img_size, crop)
     return torch.stack([frames[i] for i in indices])
 
 
@@ -101,9 +112,9 @@ def iter_windows(
         fps = float(stream.average_rate) if stream.average_rate else None
         declared_s = _declared_duration(container, stream, fps)
         use_pts = "avi" not in container.format.name  # AVI's derived B-frame pts are wrong (readers.py)
-        to_rgb = _RGBConverter(_scale(img_size, crop), path)
+        to_rgb = _RGBConverter(decoder_scale(img_size, crop), path)
 
-        buffer: deque[tuple[float, torch.Tensor]] = deque()  # (time, frame [C, H, W]) of the open windows
+        buffer: deque[tuple[float, Frame]] = deque()  # (time, frame [C, H, W]) of the open windows
         next_window, emitted, first_pts, time_s, count = 0, 0, None, -1.0, 0
         failure: Exception | None = None
         try:
@@ -116,14 +127,18 @@ def iter_windows(
                 time_s, count = max(shown, time_s), count + 1  # never backwards, even with odd pts
                 # Every window that ends at or before this frame has all its frames: emit it.
                 while next_window * hop_s + window_s - EPS <= time_s:
-                    window = _window_from(buffer, next_window * hop_s, window_s, num_frames, sampling, fps)
+                    window = _window_from(
+                        buffer, next_window * hop_s, window_s, num_frames, sampling, fps, img_size, crop
+                    )
                     emitted, next_window = emitted + (window is not None), next_window + 1
                     if window is not None:
                         yield window
                     while buffer and buffer[0][0] < next_window * hop_s - EPS:
                         buffer.popleft()
                 if _in_some_window(time_s, next_window, window_s, hop_s):
-                    buffer.append((time_s, _to_clip(to_rgb(frame)[None], img_size, crop)[0]))
+                    # The motion crop needs the window's frames before it knows its box: keep them whole.
+                    rgb = to_rgb(frame)
+                    buffer.append((time_s, rgb if crop == "motion" else to_clip(rgb[None], img_size, crop)[0]))
         except (av.error.FFmpegError, ValueError) as error:
             failure = error
         end_s = time_s + 1.0 / fps if fps and count else max(time_s, 0.0)  # the last frame's end
@@ -131,13 +146,13 @@ def iter_windows(
         if failure is None and declared_s is not None and end_s < declared_s - slack:
             failure = VideoDecodeError(f"the stream ends at {end_s:.2f} s of the {declared_s:.2f} s its header gives")
         while next_window * hop_s + window_s <= end_s + EPS:  # windows that end with the last frame decoded
-            window = _window_from(buffer, next_window * hop_s, window_s, num_frames, sampling, fps)
+            window = _window_from(buffer, next_window * hop_s, window_s, num_frames, sampling, fps, img_size, crop)
             emitted, next_window = emitted + (window is not None), next_window + 1
             if window is not None:
                 yield window
         if failure is None and emitted == 0 and buffer:
             note = f"window of {window_s:g} s longer than the video ({end_s:.2f} s): one window over the whole video"
-            clip = _clip([frame for _, frame in buffer], num_frames, sampling, fps)
+            clip = _clip([frame for _, frame in buffer], num_frames, sampling, fps, img_size, crop)
             yield Window(0.0, round(end_s, 6), clip, len(clip), note)
         if failure is not None:
             raise VideoDecodeError(
@@ -167,16 +182,18 @@ def _in_some_window(time_s: float, first_open: int, window_s: float, hop_s: floa
 
 
 def _window_from(
-    buffer: deque[tuple[float, torch.Tensor]],
+    buffer: deque[tuple[float, Frame]],
     start_s: float,
     window_s: float,
     num_frames: int,
     sampling: SamplingMode,
     fps: float | None,
+    img_size: int,
+    crop: Crop,
 ) -> Window | None:
     """The window starting at ``start_s``, or None when no frame falls in it (a gap in a variable-rate stream)."""
     frames = [frame for time_s, frame in buffer if in_window(time_s, start_s, window_s)]
     if not frames:
         return None
-    clip = _clip(frames, num_frames, sampling, fps)
+    clip = _clip(frames, num_frames, sampling, fps, img_size, crop)
     return Window(round(start_s, 6), round(start_s + window_s, 6), clip, len(clip))

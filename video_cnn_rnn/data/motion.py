@@ -1,0 +1,118 @@
+"""The motion crop (``crop="motion"``): one square box per clip around where the clip moves.
+
+Phone and fixed-camera footage often shows the deciding action small in a wide frame: a hand on a knee in a
+1920x1080 room, two people in a car park. A centre crop or a letterbox scaled to ``img_size`` leaves that action
+a few pixels across. With a still camera, what moves is what matters, and the frames of the clip itself say where:
+
+1. the clip's sampled frames, green channel (luma's largest share), area-averaged to about
+   ``ANALYSIS_SIDE`` pixels on the short side (the box needs no more);
+2. the mean absolute difference of consecutive sampled frames, less its median (sensor noise and compression
+   flicker are everywhere, motion is not), blurred;
+3. the smallest square around the energy's centroid holding ``ENERGY_SHARE`` of it, widened by ``MARGIN`` (the
+   edges of the action move less than its middle), at least ``1 / MOTION_ZOOM`` of the short side (the decoder
+   reads frames at ``MOTION_ZOOM`` x ``img_size``, so a smaller box would be upsampled), kept inside the frame.
+
+One box for the whole clip, so the crop never jitters between frames and the clip's motion stays motion.
+
+Fallbacks, to the centre square (what ``crop="centre"`` takes; ``MotionBox.fallback`` says why): no motion (a
+still camera on a still subject: the largest difference is under ``MIN_MOTION`` grey levels), motion everywhere
+(the box would cover ``WHOLE_FRAME`` of the short side or more: a moving camera, or a subject that already fills
+the frame), a clip of one frame, or a frame too small to analyse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Frames are decoded with their short side at MOTION_ZOOM x img_size (never above the stored size), so a box as
+# small as a third of the short side still has img_size pixels.
+MOTION_ZOOM = 3
+ANALYSIS_SIDE = 96  # short side of the motion map, in pixels
+ENERGY_SHARE = 0.6  # the box holds this share of the motion energy ...
+MARGIN = 1.25  # ... and is this much wider
+MIN_MOTION = 3.0  # grey levels (of 255) above the median difference: less is no motion
+WHOLE_FRAME = 0.9  # a box this share of the short side or more is the whole frame: fall back
+NO_MOTION = "no motion in the clip"
+EVERYWHERE = "motion everywhere (a moving camera, or a subject filling the frame)"
+TOO_SHORT = "one frame: no motion to measure"
+TOO_SMALL = "frame too small to analyse"
+# What a feature store keys an entry of a motion-cropped clip by: a change here is a new entry, not a stale one.
+SETTINGS: dict[str, float] = {
+    "zoom": MOTION_ZOOM,
+    "analysis_side": ANALYSIS_SIDE,
+    "energy_share": ENERGY_SHARE,
+    "margin": MARGIN,
+    "min_motion": MIN_MOTION,
+    "whole_frame": WHOLE_FRAME,
+}
+
+
+@dataclass(frozen=True)
+class MotionBox:
+    """A square ``side`` x ``side`` at (``top``, ``left``) of the frame, in its pixels; ``fallback`` says why
+    this is the centre square instead of a box around the motion (empty when it is the motion's box)."""
+
+    top: int
+    left: int
+    side: int
+    fallback: str = ""
+
+
+def centre_square(height: int, width: int, fallback: str = "") -> MotionBox:
+    side = min(height, width)
+    return MotionBox((height - side) // 2, (width - side) // 2, side, fallback)
+
+
+def motion_map(frames: np.ndarray) -> tuple[torch.Tensor, int]:
+    """Upright uint8 [L, H, W, 3] -> (the blurred motion energy [h, w] float32 at about ANALYSIS_SIDE pixels on
+    the short side, the pooling factor from frame pixels to map pixels)."""
+    height, width = frames.shape[1:3]
+    factor = max(1, min(height, width) // ANALYSIS_SIDE)
+    green = torch.from_numpy(np.ascontiguousarray(frames[..., 1])).float()[:, None]  # [L, 1, H, W]
+    small = F.avg_pool2d(green, factor, factor)[:, 0] if factor > 1 else green[:, 0]  # [L, h, w]
+    difference = (small[1:] - small[:-1]).abs().mean(0)  # [h, w]
+    energy = (difference - difference.median()).clamp_min(0)
+    blur = max(3, (min(energy.shape) // 16) | 1)  # odd, ~6% of the short side
+    return F.avg_pool2d(energy[None, None], blur, 1, blur // 2, count_include_pad=False)[0, 0], factor
+
+
+def motion_box(frames: np.ndarray) -> MotionBox:
+    """The clip's box (see the module doc); ``frames`` upright uint8 [L, H, W, 3]."""
+    height, width = frames.shape[1:3]
+    if len(frames) < 2:
+        return centre_square(height, width, TOO_SHORT)
+    if min(height, width) < 16:
+        return centre_square(height, width, TOO_SMALL)
+    energy, factor = motion_map(frames)
+    if float(energy.max()) < MIN_MOTION:
+        return centre_square(height, width, NO_MOTION)
+    rows, cols = energy.shape
+    total = float(energy.sum())
+    centre_y = float((energy.sum(1) * torch.arange(rows)).sum()) / total
+    centre_x = float((energy.sum(0) * torch.arange(cols)).sum()) / total
+    # Energy in any box in O(1): the integral image, one row and column of zeros in front.
+    integral = F.pad(energy.double().cumsum(0).cumsum(1), (1, 0, 1, 0))
+    short = min(rows, cols)
+    for side in range(2, short + 1):
+        top = _place(centre_y, side, rows)
+        left = _place(centre_x, side, cols)
+        inside = integral[top + side, left + side] - integral[top, left + side]
+        inside = inside - integral[top + side, left] + integral[top, left]
+        if float(inside) >= ENERGY_SHARE * total:
+            break
+    side_px = max(round(side * MARGIN * factor), min(height, width) // MOTION_ZOOM)
+    if side_px >= WHOLE_FRAME * min(height, width):
+        return centre_square(height, width, EVERYWHERE)
+    # Centred on the energy's centroid (in frame pixels), kept inside the frame.
+    top = _place((centre_y + 0.5) * factor - 0.5, side_px, height)
+    left = _place((centre_x + 0.5) * factor - 0.5, side_px, width)
+    return MotionBox(top, left, side_px)
+
+
+def _place(centre: float, side: int, extent: int) -> int:
+    """The start of a ``side``-long span centred on ``centre`` and kept inside ``[0, extent)``."""
+    return int(min(max(round(centre - (side - 1) / 2), 0), extent - side))
