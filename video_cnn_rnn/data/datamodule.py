@@ -18,6 +18,7 @@ from video_cnn_rnn.data.annotations import (
     split_train_val,
 )
 from video_cnn_rnn.data.augment import ClipAugment
+from video_cnn_rnn.data.balance import Balance, check_balance, count_classes, index_labels
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend, Crop
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
@@ -76,6 +77,8 @@ class VideoDataModule(L.LightningDataModule):
         train_clips_per_video: clips each training video contributes per epoch, each sampled independently (its
             own random frames with ``segment`` sampling, its own flip and augmentation; with a feature cache, its
             own draw among the ``cache_clips``): a long video is then seen K times an epoch, not once.
+        balance: class imbalance: ``none``, ``sampler`` (training clips drawn with probability inversely proportional
+            to their class's frequency) or ``loss`` (the model's cross-entropy weighted so); see ``balance.py``.
         augment: clip-consistent spatial augmentation of decoded training clips on the device (after the batch
             is moved there, on uint8 frames): one random resized crop (``crop_scale``), flip (``train_flip``) and
             colour jitter (``color_jitter``) per clip, alike for all its frames (``augment.py``). Not with
@@ -124,6 +127,7 @@ class VideoDataModule(L.LightningDataModule):
         cache_clips: int = 1,
         train_flip: bool = False,
         train_clips_per_video: int = 1,
+        balance: Balance = "none",
         augment: bool = False,
         crop_scale: tuple[float, float] = (0.7, 1.0),
         color_jitter: float = 0.0,
@@ -133,6 +137,7 @@ class VideoDataModule(L.LightningDataModule):
         streaming_cache: str | None = None,
     ) -> None:
         super().__init__()
+        self.balance = check_balance(balance, streaming)  # the model reads it at setup (balance.loss_weights)
         self._shards = ShardSource(streaming, [train, val, test, predict], streaming_cache) if streaming else None
         if self._shards is not None:
             class_names = self._shards.class_names(class_names)
@@ -208,19 +213,8 @@ class VideoDataModule(L.LightningDataModule):
         return "raise" if self.hparams.on_error == "raise" else "skip"
 
     def _dataset_kwargs(self) -> dict[str, Any]:
-        hp = self.hparams
-        return dict(
-            num_frames=hp.num_frames,
-            img_size=hp.img_size,
-            crop=hp.crop,
-            sampling=hp.sampling,
-            backend=hp.backend,
-            on_error=hp.on_error,
-            stride=hp.stride,
-            target_fps=hp.target_fps,
-            decode_timeout=hp.decode_timeout,
-            seed=hp.seed,
-        )
+        names = ("num_frames", "img_size", "crop", "sampling", "backend", "on_error", "stride", "target_fps")
+        return {name: self.hparams[name] for name in (*names, "decode_timeout", "seed")}
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -336,7 +330,13 @@ class VideoDataModule(L.LightningDataModule):
         With ``streaming``: LitData's ``StreamingDataLoader``, whose state the data module checkpoints itself."""
         if self._shards is not None:
             return self._shards.train_loader(self.datasets["train"], **self._loader_settings())
-        return self._loader("train", sampler=training_sampler(self.datasets["train"], self.trainer, self.hparams.seed))
+        train = self.datasets["train"]
+        labels = index_labels(train) if self.balance == "sampler" else None
+        return self._loader("train", sampler=training_sampler(train, self.trainer, self.hparams.seed, labels))
+
+    def class_counts(self, split: str = "train") -> dict[str, int]:
+        """Videos per class of a split ``setup`` built (``data.setup("fit")`` for train), in label order."""
+        return count_classes(self.datasets.get(split), self.class_names or [], split)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("val") if "val" in self.datasets else []  # [] = no validation (val_fraction 0)

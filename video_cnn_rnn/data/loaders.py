@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from video_cnn_rnn.data.collate import collate_clips
-from video_cnn_rnn.data.resumable import ResumableDataLoader, ResumableSampler
+from video_cnn_rnn.data.resumable import BalancedSampler, ResumableDataLoader, ResumableSampler
 
 
 def loader_settings(
@@ -36,16 +36,16 @@ def video_loader(dataset: Dataset, sampler: Sampler | None, settings: dict[str, 
     return loader_class(dataset, sampler=sampler, **settings)
 
 
-def training_sampler(dataset: Dataset, trainer: L.Trainer | None, seed: int) -> ResumableSampler:
-    """Shuffled by ``seed + epoch``, sharded across the trainer's DDP ranks, resumable mid-epoch."""
+def training_sampler(
+    dataset: Dataset, trainer: L.Trainer | None, seed: int, labels: list[int] | None = None
+) -> ResumableSampler:
+    """Shuffled by ``seed + epoch``, sharded across the trainer's DDP ranks, resumable mid-epoch; with ``labels`` (each
+    index's class), a class-balanced draw (``BalancedSampler``)."""
     distributed = trainer is not None and trainer.world_size > 1
-    return ResumableSampler(
-        dataset,
-        num_replicas=trainer.world_size if distributed else 1,
-        rank=trainer.global_rank if distributed else 0,
-        shuffle=True,
-        seed=seed,
-    )
+    shards = dict(num_replicas=trainer.world_size if distributed else 1, rank=trainer.global_rank if distributed else 0)
+    if labels is not None:
+        return BalancedSampler(dataset, labels, seed=seed, **shards)
+    return ResumableSampler(dataset, shuffle=True, seed=seed, **shards)
 
 
 def evaluation_sampler(dataset: Dataset, trainer: L.Trainer | None) -> Sampler | None:

@@ -7,6 +7,7 @@ twice and others never. Three pieces make a resumed run continue as if it had ne
 
 - ``ResumableSampler``: a ``DistributedSampler`` (so Lightning keeps it under DDP instead of injecting its own)
   whose shuffle is seeded by ``seed + epoch`` and which can skip the first samples of the current epoch.
+  ``BalancedSampler`` is one whose epoch is a class-balanced draw (``data.balance: sampler``).
 - ``SeededItems``: wraps the dataset so that each item's random choices (``segment`` frame sampling uses the
   global ``random`` module) are seeded by ``(seed, epoch, index)``; the same item therefore gets the same
   frames whichever worker loads it, in whichever order, before or after a restart.
@@ -25,7 +26,8 @@ import itertools
 import math
 import random
 import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,10 +93,39 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self) -> Iterator[Any]:
         start, self._skip = self._skip, 0  # consumed here, once: the skip applies to this iteration only
         epoch = self.epoch
-        indices = itertools.islice(super().__iter__(), start, None)
+        indices = itertools.islice(self.epoch_indices(), start, None)
         if self.yield_epoch:
             return ((epoch, index) for index in indices)
         return indices
+
+    def epoch_indices(self) -> Iterator[int]:
+        """This rank's share of the current epoch's order, from its start."""
+        return super().__iter__()
+
+
+class BalancedSampler(ResumableSampler):
+    """A ``ResumableSampler`` whose epoch is a draw of as many clips as the dataset has, with replacement, each with
+    probability inversely proportional to its class's frequency (``labels``: each index's class): every class is
+    drawn about equally often, a rare class's clips several times an epoch (``data.balance: sampler``).
+
+    The draw is seeded by ``seed + epoch`` only, so every DDP rank makes the same one and takes its own positions
+    of it (``rank::num_replicas``): the ranks' shares are disjoint parts of one draw. Skipping into the draw resumes
+    an epoch exactly, as for ``ResumableSampler``.
+    """
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(dataset, shuffle=True, **kwargs)
+        if len(labels) != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"BalancedSampler: {len(labels)} labels for {len(dataset)} items")  # type: ignore[arg-type]
+        counts = Counter(labels)
+        self.weights = torch.tensor([1.0 / counts[label] for label in labels], dtype=torch.float64)
+
+    def epoch_indices(self) -> Iterator[int]:
+        if self.total_size == 0 or len(self.weights) == 0:
+            return iter([])
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        return iter(drawn[self.rank : self.total_size : self.num_replicas].tolist())
 
 
 class SeededItems(Dataset):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
+from video_cnn_rnn.data.balance import loss_weights
 from video_cnn_rnn.data.decoding import Crop
 from video_cnn_rnn.models import predict
 from video_cnn_rnn.models.backbone import FreezePolicy
@@ -78,7 +79,7 @@ class VideoClassifier(L.LightningModule):
         num_classes: number of classes; inferred from ``class_names`` when omitted.
         class_names: class names in label order (the CLI links the data module's).
         label_smoothing: cross-entropy label smoothing.
-        class_weights: per-class cross-entropy weights.
+        class_weights: per-class cross-entropy weights (``data.balance: loss`` sets them from the training counts).
         optimizer: optimizer factory (LightningCLI injects it; set ``--model.optimizer.lr``).
         lr_scheduler: optional scheduler factory, stepped every epoch, or as its ``interval`` says: e.g.
             ``video_cnn_rnn.models.schedules.WarmupCosineLR`` (linear warm-up, cosine decay, stepped per
@@ -221,12 +222,13 @@ class VideoClassifier(L.LightningModule):
         return self.network(frames, mask)
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(),
-            labels,
-            weight=self.class_weights,
-            label_smoothing=self.hparams.label_smoothing,
-        )
+        smoothing = self.hparams.label_smoothing
+        return F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=smoothing)
+
+    def setup(self, stage: str) -> None:
+        """``data.balance: loss`` sets ``class_weights`` (and the hparam: checkpoints say) from the training counts."""
+        if stage == "fit" and (weights := loss_weights(self.trainer.datamodule, self.hparams.class_weights)):
+            self.hparams["class_weights"], self.class_weights = weights, torch.tensor(weights, dtype=torch.float32)
 
     def _shared_step(self, batch: dict[str, Any], stage: Stage) -> tuple[torch.Tensor, torch.Tensor] | None:
         """-> (loss, logits), or None for a batch whose videos were all skipped."""
