@@ -471,3 +471,48 @@ def test_cached_multi_clip_evaluation_averages_every_clip(synthetic_root: Path, 
             model.network.forward_features(batch["features"][:, k], batch["mask"][:, k]).softmax(-1) for k in range(3)
         ]
     torch.testing.assert_close(averaged, torch.stack(single).mean(0))
+
+
+def flip_member_bytes(file: Path, member: str, count: int = 8) -> None:
+    """Flip ``count`` bytes inside ``member``'s stored data near its end (the array, not its header), leaving the
+    zip directory intact: only the member's CRC tells."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(file) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(file.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    end = info.header_offset + 30 + name_length + extra_length + info.compress_size
+    data[end - 2 * count : end - count] = bytes(byte ^ 0xFF for byte in data[end - 2 * count : end - count])
+    file.write_bytes(bytes(data))
+
+
+def test_an_entry_with_flipped_array_bytes_is_extracted_again_with_a_warning(
+    synthetic_root: Path, tmp_path: Path, writes: Counter
+) -> None:
+    """Issue 26, row 1: the meta member intact, 8 bytes of an array flipped; once counted valid, then a crash."""
+    model = make_model()
+    view = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    path, _, entry = view_of(view)["splits"]["train"][0]
+    file = view.parent.parent / entry
+    good = FeatureCacheDataset(view, "train")[0]["features"]
+    flip_member_bytes(file, "0.npy")
+    writes.clear()
+    with pytest.warns(UserWarning, match=rf"{file.name}.* of {path} is damaged.*CRC.*extracting it again"):
+        again = prepare_feature_cache(make_data(synthetic_root, tmp_path), model.network, trainer())
+    assert dict(writes) == {os.path.realpath(path): 1}
+    torch.testing.assert_close(FeatureCacheDataset(again, "train")[0]["features"], good)
+
+
+def test_an_entry_damaged_mid_epoch_names_its_video_or_is_skipped(synthetic_root: Path, tmp_path: Path) -> None:
+    from video_cnn_rnn.data.feature_cache import FeatureStoreError
+
+    view = prepare_feature_cache(make_data(synthetic_root, tmp_path), make_model().network, trainer())
+    path, _, entry = view_of(view)["splits"]["test"][0]
+    flip_member_bytes(view.parent.parent / entry, "0.npy")  # after the run checked the store
+    with pytest.raises(FeatureStoreError, match=rf"{entry}: damaged feature store entry of {path} .*on_error skip"):
+        FeatureCacheDataset(view, "test")[0]
+    item = FeatureCacheDataset(view, "test", on_error="skip")[0]
+    assert item["path"] == path and "CRC" in item["error"]
+    assert collate_clips([item, FeatureCacheDataset(view, "test")[1]])["skipped"][0][0] == path

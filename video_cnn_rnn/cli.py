@@ -19,17 +19,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from video_cnn_rnn.crossval import cv_main
-from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 from video_cnn_rnn.data.windows import check_window
+from video_cnn_rnn.errors import load_checkpoint, report
 from video_cnn_rnn.export import export_main
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
@@ -105,7 +104,7 @@ class VideoCLI(LightningCLI):
                 rank_zero_info(f"CUDA: {setting}")
 
     def _take_checkpoint_hparams(self, path: str, subcommand: str | None = None) -> None:
-        hparams = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+        hparams = load_checkpoint(path).get("hyper_parameters", {})  # a damaged file: one line naming it
         hparams = upgrade_hparams(hparams)
         hparams.pop("_instantiator", None)
         if not hparams:
@@ -141,7 +140,7 @@ class VideoCLI(LightningCLI):
             # Lightning restores the checkpoint only inside trainer.<subcommand>, after these hooks. Features
             # extracted before then would come from the model as built (a random backbone, since a checkpoint
             # is saved with pretrained=False).
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            state = load_checkpoint(checkpoint)
             self.model.load_state_dict(state["state_dict"])
         data = self.datamodule
         if data.hparams.feature_cache and self.subcommand != "predict":
@@ -262,10 +261,10 @@ def main(args: list[str] | None = None) -> None:
             export_main(argv[1:])
         else:
             run_cli(args)  # None: LightningCLI reads sys.argv itself
-    except (ManifestError, FileNotFoundError) as error:
-        # Configuration and dataset problems: a readable message, not a traceback, before any training.
-        print(f"video-cnn-rnn: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as error:
+        # Bad input (configuration, annotations, videos, checkpoints, stores, shards): one line naming the file and
+        # what to do, exit code 2 or 1 (video_cnn_rnn.errors); a bug keeps its traceback.
+        report(error, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ is computed; an interrupted extraction keeps what it finished. This module sits 
 
 import copy
 import hashlib
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.feature_cache import (
     STORE_FORMAT,
     entry_path,
+    entry_problem,
     frame_settings,
     read_entry_meta,
     video_identity,
@@ -172,6 +174,17 @@ def _barrier(trainer: L.Trainer) -> None:
         torch.distributed.barrier()
 
 
+def _usable(file: Path, key: dict[str, Any], path: str) -> bool:
+    """Whether the store's entry of ``path`` can be read as it is: its meta is this key's and every clip member
+    reads back intact (checked once per run, before anything trains); a damaged one is extracted again."""
+    if read_entry_meta(file, key) is None:
+        return False
+    problem = entry_problem(file, key)
+    if problem is not None:
+        warnings.warn(f"feature store entry {file} of {path} is damaged ({problem}); extracting it again", stacklevel=3)
+    return problem is None
+
+
 def build_feature_cache(
     network: VideoNetwork,
     datasets: dict[str, VideoDataset],
@@ -200,7 +213,7 @@ def build_feature_cache(
         missing = []
         for path, label in dataset.items:
             file, key = locate(path)
-            if file not in planned and read_entry_meta(file, key) is None:
+            if file not in planned and not _usable(file, key, path):
                 missing.append((path, label))
                 planned.add(file)
         if missing:

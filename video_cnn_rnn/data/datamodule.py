@@ -236,8 +236,9 @@ class VideoDataModule(L.LightningDataModule):
         if self.cache_view is not None:
             for split in self._shards.splits(stage) if self._shards else self._split_items(stage):
                 train = split == "train"
+                repeats = hp.train_clips_per_video if train else 1
                 self.datasets[split] = FeatureCacheDataset(
-                    self.cache_view, split, augment=train, repeats=hp.train_clips_per_video if train else 1
+                    self.cache_view, split, augment=train, repeats=repeats, on_error=hp.on_error
                 )
             return
         for split, dataset in self._video_datasets(stage).items():

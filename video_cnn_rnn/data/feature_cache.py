@@ -34,9 +34,13 @@ from video_cnn_rnn.data.dataset import VideoDataset
 
 STORE_FORMAT = 2
 # VideoDataset attributes that decide how frames are decoded, not which: every other public attribute is a key.
-NOT_IN_KEY = frozenset({"items", "backend", "decode_timeout"})
+NOT_IN_KEY = frozenset({"items", "backend", "decode_timeout", "proxy_cache"})  # proxies: keyed as "proxy"
 # Settings that only act on random (training) draws: evaluation-time clips are shared across seeds.
 ONLY_WHEN_AUGMENTED = ("seed", "random_flip")
+
+
+class FeatureStoreError(RuntimeError):
+    """A feature store entry cannot be read back; the message names the entry, its video and what to do."""
 
 
 def digest(value: Any) -> str:
@@ -83,7 +87,8 @@ def write_entry(file: Path, key: dict[str, Any], features: np.ndarray | None, re
 
 
 def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The entry's metadata when ``file`` is a complete entry of exactly ``key`` in this format, else None."""
+    """The entry's metadata when ``file`` is a complete entry of exactly ``key`` in this format, else None. Only
+    the ``meta`` member is read: ``check_entry`` verifies the arrays too."""
     try:
         # A zip's directory is written last: a truncated entry fails to open here.
         with np.load(file) as entry:
@@ -96,6 +101,44 @@ def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
             return meta
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+
+
+_read_header_2_0 = np.lib.format.read_array_header_2_0
+
+
+def _clip_count(frames: dict[str, Any]) -> int:
+    """How many clips an entry of these frame settings holds: K, twice K with mirrored views."""
+    return int(frames.get("clips_per_video", 1)) * (2 if frames.get("mirrored_views") else 1)
+
+
+def entry_problem(file: Path, key: dict[str, Any]) -> str | None:
+    """Why the entry of ``key`` at ``file``, whose meta is valid, cannot be used, or None when it can: every clip
+    member reads back with its CRC (``testzip`` reads the stored bytes once, no decoding or extraction) and its
+    npy header gives float16 ``[L, *frame]`` with the recipe's per-frame shape and the recipe's number of clips."""
+    frame = list(key["recipe"].get("frame_features", []))
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                return f"member {bad!r} fails its CRC check"
+            names = sorted(name.removesuffix(".npy") for name in archive.namelist() if name != "meta.npy")
+            expected = sorted(str(k) for k in range(_clip_count(key["recipe"].get("frames", {}))))
+            if names and names != expected:
+                return f"holds clips {names}, expected {expected}"
+            lengths = set()
+            for name in names:
+                with archive.open(f"{name}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else _read_header_2_0
+                    shape, _, dtype = header(member)
+                if dtype != np.float16 or len(shape) != 1 + len(frame) or list(shape[1:]) != frame or shape[0] < 1:
+                    return f"clip {name} is {dtype} {list(shape)}, expected float16 [L, {', '.join(map(str, frame))}]"
+                lengths.add(shape[0])
+            if len(lengths) > 1:
+                return f"its clips differ in length ({sorted(lengths)})"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        return f"unreadable ({error})"
+    return None
 
 
 def write_view(store: Path, view: dict[str, Any]) -> Path:
@@ -121,9 +164,14 @@ class FeatureCacheDataset(Dataset):
     (training) draws one of them at random each time (the augmentation a single cached clip cannot give);
     evaluation returns all K (``[K, L, *frame]``), whose predictions the model averages as it does for K clips
     decoded from the video. ``repeats`` = R lists every video R times (R draws a pass), as ``VideoDataset`` does.
+
+    An entry damaged after the run checked the store (``entry_problem``) raises a ``FeatureStoreError`` naming it and
+    its video under ``on_error="raise"``; otherwise its item is ``{"path", "error"}``, which collate drops and reports.
     """
 
-    def __init__(self, view: str | Path, split: str, augment: bool = False, repeats: int = 1) -> None:
+    def __init__(
+        self, view: str | Path, split: str, augment: bool = False, repeats: int = 1, on_error: str = "raise"
+    ) -> None:
         view = Path(view)
         content = json.loads(view.read_text())
         if content.get("format") != STORE_FORMAT:
@@ -131,7 +179,7 @@ class FeatureCacheDataset(Dataset):
         self.store = view.parent.parent  # <root>/v2
         self.rows: list[tuple[str, int, str]] = [tuple(row) for row in content["splits"][split]]
         self.paths = [path for path, _, _ in self.rows]
-        self.augment, self.repeats = augment, repeats
+        self.augment, self.repeats, self.on_error = augment, repeats, on_error
 
     def __len__(self) -> int:
         return len(self.rows) * self.repeats
@@ -143,6 +191,18 @@ class FeatureCacheDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index %= len(self.rows)
+        try:
+            return self._read(index)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            message = (
+                f"{self.store / self.rows[index][2]}: damaged feature store entry of {self.paths[index]} ({error}); "
+                "run again to extract it anew, or pass --data.on_error skip"
+            )
+            if self.on_error == "raise":
+                raise FeatureStoreError(message) from error
+            return {"path": self.paths[index], "error": message}
+
+    def _read(self, index: int) -> dict[str, Any]:
         with np.load(self.store / self.rows[index][2]) as entry:
             clips = len(entry.files) - 1  # every member but "meta"
             if self.augment or clips == 1:
