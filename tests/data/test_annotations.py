@@ -349,3 +349,60 @@ def test_check_manifest_real_ucf101_testlist(ucf101_root):
     # The full training list on this subset: missing files skipped, then 100 classes have no video left.
     with pytest.warns(UserWarning), pytest.raises(ManifestError, match=r"^100 problem\(s\)"):
         check_manifest(splits, names, on_missing="skip")
+
+
+# ---------------------------------------------------------------- annotations as a spreadsheet writes them (issue 26)
+
+
+def test_a_spreadsheets_csv_utf8_with_a_byte_order_mark_reads(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes("video_name , tag\r\na.mp4,run\r\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    assert read_source(csv_path) == [(str(tmp_path / "a.mp4"), "run")]
+
+
+def test_a_csv_without_the_label_column_names_it_and_the_columns_found(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("video_name,class\na.mp4,run\n")
+    with pytest.raises(
+        ManifestError, match=r"train.csv: no 'tag' \(or 'label'\) column; found \['video_name', 'class'\]"
+    ):
+        read_source(csv_path)
+    assert read_unlabelled(csv_path) == [(str(tmp_path / "a.mp4"), None)]  # videos to predict need no label
+
+
+def test_class_names_without_a_checkpoint_do_not_blame_a_checkpoint(synthetic_root):
+    from video_cnn_rnn.data.datamodule import VideoDataModule
+
+    with pytest.raises(ManifestError) as info:
+        VideoDataModule(train=str(synthetic_root / "train.csv"), class_names=["a", "b"])
+    assert "the checkpoint's classes" not in str(info.value) and "data.class_names" in str(info.value)
+
+
+def test_duplicate_rows_are_dropped_with_one_warning_counting_them(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("video_name,tag\na.mp4,run\nb.mp4,walk\na.mp4,run\n./a.mp4,run\nb.mp4,walk\n")
+    with pytest.warns(UserWarning, match=r"train.csv: dropped 3 duplicate row\(s\)") as caught:
+        items = read_source(csv_path)
+    assert len(caught) == 1
+    assert items == [(str(tmp_path / "a.mp4"), "run"), (str(tmp_path / "b.mp4"), "walk")]
+
+
+def test_one_video_under_two_labels_is_an_error_naming_both(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text("video_name,tag\na.mp4,run\nb.mp4,walk\na.mp4,jump\n")
+    with pytest.raises(ManifestError, match=r"1 video\(s\) under two labels.*a.mp4 is labelled both 'run' and 'jump'"):
+        read_source(csv_path)
+
+
+def test_hidden_files_beside_class_folders_videos_are_ignored(tmp_path):
+    for name in (
+        "walk/a.mp4",
+        "walk/._a.mp4",
+        "walk/.DS_Store",
+        "walk/Thumbs.db",
+        ".git/x.mp4",
+        "__MACOSX/walk/._a.mp4",
+    ):
+        _touch(tmp_path / name)
+    assert read_source(tmp_path) == [(str(tmp_path / "walk" / "a.mp4"), "walk")]
+    assert read_unlabelled(tmp_path) == [(str(tmp_path / "walk" / "a.mp4"), None)]

@@ -6,6 +6,7 @@ training split's sorted vocabulary (``class_names``), as the Keras example's Str
 """
 
 import csv
+import os
 import random
 import re
 import warnings
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
+# What operating systems leave beside videos: macOS's AppleDouble "._clip.mp4" and "__MACOSX" (in zips), any dotfile.
+HIDDEN_FOLDERS: tuple[str, ...] = ("__MACOSX",)
 Item = tuple[str, str | None]  # (video path, class name or None when unlabelled)
 # UCF101 names every clip v_<Class>_g<group>_c<clip>; clips of one group come from one long video.
 _UCF101_NAME = re.compile(r"^v_(?P<cls>.+)_g(?P<group>\d+)_c\d+$")
@@ -23,24 +26,36 @@ class ManifestError(ValueError):
     """The annotations do not describe a usable dataset; the message lists every offending entry."""
 
 
+def is_hidden(path: Path) -> bool:
+    """A dotfile or dot-folder (``._clip.mp4``, ``.DS_Store``), or a folder a zip tool leaves (``__MACOSX``)."""
+    return path.name.startswith(".") or path.name in HIDDEN_FOLDERS
+
+
 def is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not is_hidden(path)
 
 
-def read_csv(csv_path: str | Path, root: str | Path | None = None) -> list[Item]:
+def read_csv(csv_path: str | Path, root: str | Path | None = None, labelled: bool = False) -> list[Item]:
     """The Keras example's CSV: a header with ``video_name`` and ``tag`` columns (``path``/``label`` also accepted).
-    Relative paths resolve against ``root``, by default the CSV's own folder."""
+    Relative paths resolve against ``root``, by default the CSV's own folder. ``labelled``: the label column is
+    required. A spreadsheet's "CSV UTF-8" (a byte-order mark first) and padded header names read as plain CSV."""
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
-    with csv_path.open(newline="") as file:
+    with csv_path.open(newline="", encoding="utf-8-sig") as file:
         reader = csv.DictReader(file)
-        fields = reader.fieldnames or []
+        fields = [name.strip() for name in reader.fieldnames or []]
+        reader.fieldnames = fields
         path_key = next((k for k in ("video_name", "path") if k in fields), None)
         label_key = next((k for k in ("tag", "label") if k in fields), None)
         if path_key is None:
             raise ManifestError(
                 f"{csv_path}: no 'video_name' (or 'path') column; found {fields}. "
                 "Expected the Keras example's format: a header line 'video_name,tag'."
+            )
+        if label_key is None and labelled:
+            raise ManifestError(
+                f"{csv_path}: no 'tag' (or 'label') column; found {fields}. "
+                "Labelled annotations need a header line 'video_name,tag' and a label on every row."
             )
         items = []
         for line, row in enumerate(reader, start=2):
@@ -59,9 +74,9 @@ def read_class_folders(root: str | Path) -> list[Item]:
         raise ManifestError(f"{root}: not a folder")
     items = [
         (str(path), class_dir.name)
-        for class_dir in sorted(p for p in root.iterdir() if p.is_dir())
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p))
         for path in sorted(class_dir.iterdir())
-        if is_video(path)
+        if is_video(path)  # never a hidden file: macOS's ._clip.mp4 is no video
     ]
     if not items:
         raise ManifestError(f"{root}: no videos found in class sub-folders (expected root/ClassName/*.mp4)")
@@ -98,7 +113,11 @@ def read_unlabelled(source: str | Path | Sequence[str | Path]) -> list[Item]:
     if path.suffix.lower() == ".csv":
         return [(video, None) for video, _ in read_csv(path)]
     if path.is_dir():
-        videos = sorted(p for p in path.rglob("*") if p.is_file() and is_video(p))
+        videos = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and is_video(p) and not any(map(is_hidden, p.relative_to(path).parents))
+        )
         if not videos:
             raise ManifestError(f"{path}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
         return [(str(p), None) for p in videos]
@@ -111,16 +130,40 @@ def read_source(source: str | Path, video_root: str | Path | None = None) -> lis
     if path.suffix.lower() == ".csv":
         if not path.is_file():
             raise ManifestError(f"{path}: annotation CSV not found")
-        return read_csv(path, video_root)
+        return without_duplicates(read_csv(path, video_root, labelled=True), path)
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise ManifestError(f"{path}: split file not found")
         if video_root is None:
             raise ManifestError(f"{path}: a UCF101 split file needs video_root (the folder holding Class/*.avi)")
-        return read_ucf101_split(path, video_root)
+        return without_duplicates(read_ucf101_split(path, video_root), path)
     if path.is_dir():
         return read_class_folders(path)
     raise ManifestError(f"{path}: not found; expected a CSV file, a UCF101 split .txt file or a class folder")
+
+
+def without_duplicates(items: Sequence[Item], source: Path) -> list[Item]:
+    """Each video once, in its first row's place: a repeated row (same video, same label) is dropped with one
+    warning counting them, since it would train twice on the video; a video under two labels is an error."""
+    labels: dict[str, str | None] = {}
+    kept: list[Item] = []
+    conflicts: list[str] = []
+    for path, label in items:
+        video = os.path.normpath(path)
+        if video not in labels:
+            labels[video] = label
+            kept.append((path, label))
+        elif labels[video] != label:
+            conflicts.append(f"{path} is labelled both {labels[video]!r} and {label!r}")
+    if conflicts:
+        shown = "; ".join(conflicts[:5]) + (f" (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else "")
+        raise ManifestError(f"{source}: {len(conflicts)} video(s) under two labels; keep one row each: {shown}")
+    if len(kept) < len(items):
+        warnings.warn(
+            f"{source}: dropped {len(items) - len(kept)} duplicate row(s) (the same video and label again)",
+            stacklevel=3,
+        )
+    return kept
 
 
 def class_names_from(items: Iterable[Item]) -> list[str]:
@@ -178,8 +221,8 @@ def check_same_classes(class_names: Sequence[str], data_classes: Sequence[str], 
     details = [f"only in the checkpoint / data.class_names: {only_given}"] if only_given else []
     details += [f"only in {source}: {only_data}"] if only_data else []
     raise ManifestError(
-        f"the checkpoint's classes (data.class_names) differ from the labels of {source}; evaluate it on data "
-        f"with its classes ({'; '.join(details)})"
+        f"data.class_names (as given, or a --ckpt_path checkpoint's) differ from the labels of {source}: give the "
+        f"data's classes, or evaluate the checkpoint on data with its classes ({'; '.join(details)})"
     )
 
 
