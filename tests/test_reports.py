@@ -12,6 +12,7 @@ from PIL import Image
 
 from video_cnn_rnn.reports import (
     RunReports,
+    confusion_matrix_figure,
     plot_confusion_matrix,
     top_k,
     write_gif,
@@ -105,6 +106,18 @@ def test_plot_confusion_matrix_writes_a_png_that_grows_with_the_classes(tmp_path
     assert path.read_bytes()[:8] == PNG_MAGIC
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == (pixels, pixels)  # max(4, 0.6 n + 2) inches at 100 dpi
+
+
+def test_confusion_matrix_cells_show_the_share_of_the_true_class_and_the_count_with_readable_contrast():
+    figure = confusion_matrix_figure([[3, 1, 0], [0, 2, 0], [0, 0, 0]], CLASS_NAMES)
+    axes = figure.axes[0]
+    cells = {(text.get_position()[1], text.get_position()[0]): text for text in axes.texts}  # (row, column)
+    assert cells[(0, 0)].get_text() == "75%\n3" and cells[(0, 1)].get_text() == "25%\n1"
+    assert cells[(1, 1)].get_text() == "100%\n2" and cells[(0, 2)].get_text() == "0%\n0"
+    assert cells[(2, 2)].get_text() == "–"  # no true "sit" video: no share to show
+    assert cells[(1, 1)].get_color() == "white" and cells[(0, 1)].get_color() == "#1a1a1a"  # dark cell, pale cell
+    assert "accuracy 83.3% (5/6)" in axes.get_title()
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["jump (4)", "run (2)", "sit (0)"]
 
 
 def test_write_gif_has_one_frame_per_input_frame_below_a_caption_bar(tmp_path):

@@ -13,7 +13,7 @@ from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.data.synthetic import make_clip, write_video
 from video_cnn_rnn.data.windows import iter_windows
 from video_cnn_rnn.models.classifier import VideoClassifier
-from video_cnn_rnn.timeline import merge_segments, write_timeline
+from video_cnn_rnn.timeline import merge_segments, plot_timeline, write_timeline
 
 NAMES = ["a", "b", "c"]
 
@@ -154,3 +154,16 @@ def test_cli_predict_timeline_writes_csvs_and_png(
     with pytest.raises(SystemExit) as exit_info:
         run_cli([*args, "--timeline.hop_s", "-1"])
     assert exit_info.value.code == 2 and "hop_s must be > 0" in capsys.readouterr().err
+
+
+def test_timeline_legend_sits_above_the_panels_at_a_readable_size(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: saved.append(figure))
+    plot_timeline([_row(0, 0), _row(1, 1)], NAMES, tmp_path / "timeline.png")
+    (legend,) = saved[0].legends  # the figure's, not a panel's
+    assert [text.get_text() for text in legend.get_texts()] == list(NAMES)
+    assert min(text.get_fontsize() for text in legend.get_texts()) >= 9
+    assert not any(axes.get_legend() for axes in saved[0].axes)

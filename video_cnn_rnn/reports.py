@@ -78,6 +78,17 @@ def write_test_predictions(rows: list[tuple[str, int, list[float]]], class_names
 
 
 def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path) -> None:
+    """``confusion_matrix.png``: each cell the share of its true class (row) in percent and its count of videos,
+    coloured by that share (so a rare class reads like a common one); the accuracy in the title."""
+    figure = confusion_matrix_figure(matrix, class_names)
+    figure.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> Any:
+    """The matplotlib figure of ``plot_confusion_matrix`` (needs the ``plots`` extra)."""
     try:
         import matplotlib
     except ImportError as error:
@@ -88,22 +99,30 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
     matplotlib.use("Agg")  # no display on servers and in DataLoader-free reporting
     import matplotlib.pyplot as plt
 
+    totals = [sum(row) for row in matrix]
+    shares = [[count / total if total else 0.0 for count in row] for row, total in zip(matrix, totals, strict=True)]
+    correct, videos = sum(matrix[i][i] for i in range(len(matrix))), sum(totals)
     size = max(4.0, 0.6 * len(class_names) + 2.0)
     figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
+    cmap = plt.get_cmap("Blues")
+    image = axes.imshow(shares, cmap=cmap, vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, format=lambda value, _: f"{value:.0%}")
     axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_yticks(range(len(class_names)), [f"{name} ({n})" for name, n in zip(class_names, totals, strict=True)])
     axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    peak = max((max(row) for row in matrix), default=0)
+    axes.set_ylabel("true (videos)")
+    fontsize = 9 if len(class_names) <= 8 else 7
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            color = "white" if count > peak / 2 else "black"
-            axes.text(j, i, str(count), ha="center", va="center", color=color)
-    axes.set_title("confusion matrix (test)")
+            red, green, blue, _ = cmap(shares[i][j])
+            # Dark text on pale cells, white on dark ones: by the cell's luminance, not by its count.
+            colour = "#1a1a1a" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.55 else "white"
+            text = f"{shares[i][j]:.0%}\n{count}" if totals[i] else "–"
+            axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=fontsize, linespacing=1.1)
+    accuracy = f"{correct / videos:.1%} ({correct}/{videos})" if videos else "n/a (no videos)"
+    axes.set_title(f"test accuracy {accuracy}\ncell: % of the true class, count", fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def write_gif(frames: torch.Tensor, caption: str, path: Path, fps: int = 10) -> None:

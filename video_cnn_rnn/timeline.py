@@ -124,8 +124,12 @@ def plot_timeline(rows: Sequence[dict[str, Any]], class_names: Sequence[str], pa
         axes.set_ylabel("probability")
         axes.set_title(Path(video).name, fontsize=9)
     panels[-1, 0].set_xlabel("time (s); band: top label")
-    panels[0, 0].legend(loc="upper right", fontsize=7, ncol=min(len(class_names), 6))
-    figure.tight_layout()
+    # One legend above the panels at body-text size (inside the first panel it was 7 pt and hid the curves).
+    handles, labels = panels[0, 0].get_legend_handles_labels()
+    columns = max(min(len(class_names), 6), 1)
+    legend_rows = -(-len(class_names) // columns)
+    figure.legend(handles, labels, loc="upper center", ncol=columns, fontsize=10, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - (0.3 * legend_rows + 0.05) / figure.get_figheight()))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
