@@ -23,6 +23,7 @@ from video_cnn_rnn.data.dataset import OnError, VideoDataset
 from video_cnn_rnn.data.decoding import Backend, Crop
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.loaders import evaluation_sampler, loader_settings, training_sampler, video_loader
+from video_cnn_rnn.data.probe import check_videos
 from video_cnn_rnn.data.sampling import SamplingMode
 from video_cnn_rnn.data.shard_source import ShardSource
 
@@ -245,12 +246,12 @@ class VideoDataModule(L.LightningDataModule):
             self.datasets[split] = dataset
 
     def _video_datasets(self, stage: str) -> dict[str, VideoDataset]:
-        common = self._dataset_kwargs()
-        datasets = {}
         checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())
-        for split, items in checked.items():
-            datasets[split] = VideoDataset(self._labelled(items), **self._clip_settings(split), **common)
-        return datasets
+        check_videos(checked, self.hparams.on_error, self.hparams.backend, self.hparams.decode_timeout)
+        return {
+            split: VideoDataset(self._labelled(items), **self._clip_settings(split), **self._dataset_kwargs())
+            for split, items in checked.items()
+        }
 
     def _clip_settings(self, split: str) -> dict[str, Any]:
         """How a split's videos become clips: augmentation, clips per video and flips."""
