@@ -23,6 +23,7 @@ LAYERS = {
     "export": 2,
     "timeline": 2,
     "sharding": 2,
+    "proxying": 2,
     "errors": 2,
     "cli": 3,
     "__main__": 4,

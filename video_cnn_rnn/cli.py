@@ -7,6 +7,7 @@ video-cnn-rnn predict --config configs/demo.yaml --ckpt_path ... --data.predict 
 video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache  # frozen-backbone features
 video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
 video-cnn-rnn shard --train data/train.csv --output shards/demo  # LitData shards for data.streaming
+video-cnn-rnn proxy data/train.csv --proxy_cache cache/proxies --img_size 160 --crop pad  # proxies for HD footage
 video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
 video-cnn-rnn save_pretrained --ckpt_path best.ckpt --output models/demo  # a portable model folder
 video-cnn-rnn serve --ckpt_path best.ckpt                    # a browser demo (the serve extra)
@@ -231,6 +232,7 @@ EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
   export     a checkpoint as ONNX, TorchScript or a torch.export program, plus a JSON sidecar (--ckpt_path X --format F)
   synthetic  write the embedded demo dataset
   shard      write annotation sources as LitData shards for data.streaming (--train ... --output DIR_OR_URL)
+  proxy      build the proxies data.proxy_cache decodes (SOURCES... --proxy_cache DIR --img_size N --crop C)
   save_pretrained  write a checkpoint as a portable model folder (--ckpt_path X --output DIR)
   serve      a local browser demo of a checkpoint or model folder (--ckpt_path X; pip install 'video_cnn_rnn[serve]')
 """
@@ -249,6 +251,10 @@ def main(args: list[str] | None = None) -> None:
             from video_cnn_rnn.sharding import shard_main  # LitData: the streaming extra
 
             shard_main(argv[1:])
+        elif argv and argv[0] == "proxy":
+            from video_cnn_rnn.proxying import proxy_main
+
+            proxy_main(argv[1:])
         elif argv and argv[0] == "cv":
             cv_main(argv[1:], run_cli)
         elif argv and argv[0] == "extract":

@@ -99,6 +99,7 @@ class VideoDataModule(L.LightningDataModule):
             resumable mid-epoch), evaluation and predict read every item exactly once. See ``streaming.py``.
         streaming_cache: folder in which each run makes its own cache of a bucket's chunks (default: the
             system's temporary folder); a run never shares or reuses another's (litData#398).
+        proxy_cache: folder of small, upright, short-GOP proxies that every split decodes instead (``proxies.py``).
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class VideoDataModule(L.LightningDataModule):
         class_names: list[str] | None = None,
         streaming: str | None = None,
         streaming_cache: str | None = None,
+        proxy_cache: str | None = None,
     ) -> None:
         super().__init__()
         self.balance = check_balance(balance, streaming)  # the model reads it at setup (balance.loss_weights)
@@ -215,7 +217,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def _dataset_kwargs(self) -> dict[str, Any]:
         names = ("num_frames", "img_size", "crop", "sampling", "backend", "on_error", "stride", "target_fps")
-        return {name: self.hparams[name] for name in (*names, "decode_timeout", "seed")}
+        return {name: self.hparams[name] for name in (*names, "decode_timeout", "seed", "proxy_cache")}
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
@@ -227,11 +229,9 @@ class VideoDataModule(L.LightningDataModule):
             if not hp.predict:
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
             items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], self._on_missing())["predict"]
+            predict = [(path, None) for path, _ in items]
             self.datasets["predict"] = VideoDataset(
-                [(path, None) for path, _ in items],
-                clips_per_video=hp.eval_clips,
-                mirrored_views=hp.eval_flip,
-                **common,
+                predict, clips_per_video=hp.eval_clips, mirrored_views=hp.eval_flip, **common
             )
             return
         if self.cache_view is not None:
@@ -242,8 +242,7 @@ class VideoDataModule(L.LightningDataModule):
                     self.cache_view, split, augment=train, repeats=repeats, on_error=hp.on_error
                 )
             return
-        for split, dataset in self._video_datasets(stage).items():
-            self.datasets[split] = dataset
+        self.datasets.update(self._video_datasets(stage))
 
     def _video_datasets(self, stage: str) -> dict[str, VideoDataset]:
         checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())

@@ -19,6 +19,7 @@ from video_cnn_rnn.data.decoding import (
     load_clip,
     load_clips,
 )
+from video_cnn_rnn.data.proxies import ProxySettings, ProxyStore
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
 OnError = Literal["raise", "skip", "warn"]
@@ -50,6 +51,9 @@ class VideoDataset(Dataset):
     ``repeats`` = R lists every item R times (index ``i`` is item ``i % len(items)``): R independently drawn clips
     of each video per pass, each index seeded on its own by the resumable training loader.
 
+    ``proxy_cache``: a folder of proxies (``proxies.py``): each video is decoded from its upright, low-resolution,
+    short-GOP proxy there, built on first use; one that cannot be built or read leaves the original in use.
+
     Nothing is opened in ``__init__``: each DataLoader worker opens its own readers, so nothing native is
     pickled or shared across a fork (decord deadlocks when readers exist before workers fork, dmlc/decord#294).
     """
@@ -72,6 +76,7 @@ class VideoDataset(Dataset):
         mirrored_views: bool = False,
         crop: Crop = "centre",
         repeats: int = 1,
+        proxy_cache: str | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -89,6 +94,9 @@ class VideoDataset(Dataset):
         self.clips_per_video, self.seed = clips_per_video, seed
         self.random_flip, self.mirrored_views, self.repeats = random_flip, mirrored_views, repeats
         self._warned: set[str] = set()
+        self._proxies = ProxyStore(proxy_cache, ProxySettings.for_recipe(img_size, crop)) if proxy_cache else None
+        if self._proxies is not None:  # frames from proxies are not the originals': a feature store keys by them
+            self.proxy = self._proxies.settings.key()
 
     def __len__(self) -> int:
         return len(self.items) * self.repeats
@@ -108,9 +116,23 @@ class VideoDataset(Dataset):
         return frames, length
 
     def _decode(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
+        """From the proxy of ``path`` where ``proxy_cache`` has one: a proxy that fails to decode (damage included)
+        is deleted, to be built again, and the original is read."""
+        proxy = self._proxies.source_for(path) if self._proxies is not None and isinstance(path, str) else path
+        if proxy != path:
+            try:
+                return self._decode_file(proxy, path, index, None)
+            except VideoDecodeError:
+                self._proxies.discard(path)
+        return self._decode_file(path, path, index, damage)
+
+    def _decode_file(
+        self, source: str | BinaryIO, path: str | BinaryIO, index: Any, damage: list[Damage] | None
+    ) -> tuple[torch.Tensor, int]:
+        """Decode ``source`` (``path`` or its proxy); the K clips' draws are seeded by ``path``."""
         if self.clips_per_video == 1:
             return load_clip(
-                path,
+                source,
                 self.num_frames,
                 self.img_size,
                 self.sampling,
@@ -127,7 +149,7 @@ class VideoDataset(Dataset):
         # clips of a video, so a feature store extracts them once.
         rngs = [random.Random(f"{self.seed}:{os.path.realpath(path)}:{k}") for k in range(self.clips_per_video)]
         return load_clips(
-            path,
+            source,
             self.clips_per_video,
             self.num_frames,
             self.img_size,
