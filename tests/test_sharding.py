@@ -169,3 +169,62 @@ def test_extract_from_shards_equals_extract_from_the_files(shard_root, synthetic
             assert np.array_equal(from_shards.clips(row), from_files.clips(rows[path])), path
     shards.setup("fit")
     assert isinstance(shards.datasets["train"], FeatureCacheDataset) and len(shards.datasets["val"]) == 6
+
+
+# ---------------------------------------------------------------- shards that do not fit together (issue 26)
+
+
+def _flip(path, start: int, stop: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[start:stop] = bytes(byte ^ 0xFF for byte in data[start:stop])
+    path.write_bytes(bytes(data))
+
+
+def test_a_chunk_with_a_damaged_header_stops_before_training_naming_split_and_chunk(shard_root, tmp_path, capsys):
+    """Issue 26, row 2: bytes 4-16 of a chunk's header flipped gave a bare struct.error mid-run."""
+    broken = tmp_path / "broken"
+    shutil.copytree(shard_root, broken)
+    _flip(broken / "train" / "chunk-0-1.bin", 4, 16)
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--data.streaming", str(broken), "--model.backbone", "test_efficientnet"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert f"{broken / 'train'}: chunk-0-1.bin's header is damaged" in err and "write the shards again" in err
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_an_index_from_another_write_is_refused_before_training(split, shard_root, synthetic_root, tmp_path):
+    """Issue 26, row 3: LitData's item-count error after training started (train), a misleading time-out (val)."""
+    other = tmp_path / "other"
+    items = [(path, 0) for path, _ in read_csv(synthetic_root / "train.csv")]
+    write_shards({"train": items[:8], "val": items[8:12]}, str(other), ["a"], chunk_bytes="20KB")
+    broken = tmp_path / "broken"
+    shutil.copytree(shard_root, broken)
+    shutil.copy(other / split / "index.json", broken / split / "index.json")
+    with pytest.raises(ManifestError, match=rf"{broken / split}: index.json .*; write the shards again"):
+        read_manifest(str(broken))
+
+
+def test_a_chunk_cut_short_is_named_with_both_sizes(shard_root, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(shard_root, broken)
+    chunk = broken / "test" / "chunk-0-2.bin"
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(ManifestError, match=r"test: chunk chunk-0-2.bin is \d+ bytes, index.json says \d+"):
+        read_manifest(str(broken))
+
+
+def test_an_item_that_does_not_parse_follows_on_error_naming_its_chunk(shard_root, tmp_path):
+    from video_cnn_rnn.data.decoding import VideoDecodeError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(shard_root, broken)
+    chunk = broken / "test" / "chunk-0-0.bin"
+    first_item = int.from_bytes(chunk.read_bytes()[4:8], "little")
+    _flip(chunk, first_item, first_item + 12)  # the item's own field sizes: the header still adds up
+    count = read_manifest(str(broken))["splits"]["test"]["items"]
+    strict = ShardItems(str(broken / "test"), VideoDataset([], num_frames=4, img_size=32), count)
+    with pytest.raises(VideoDecodeError, match=r"test/chunk-0-0.bin: shard item 0 cannot be read .*on_error skip"):
+        strict[0]
+    lenient = ShardItems(str(broken / "test"), VideoDataset([], num_frames=4, img_size=32, on_error="skip"), count)
+    assert "chunk-0-0.bin" in lenient[0]["error"] and lenient[1]["frames"].shape[0] > 0

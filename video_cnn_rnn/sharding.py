@@ -44,6 +44,7 @@ from video_cnn_rnn.data.annotations import (
     split_train_val,
 )
 from video_cnn_rnn.data.dataset import ON_ERROR
+from video_cnn_rnn.data.shard_checks import index_digest
 from video_cnn_rnn.data.streaming import FORMAT, FORMAT_VERSION, MANIFEST_NAME, check_credentials, is_url, join
 from video_cnn_rnn.data.streaming import video_info as probe_video
 
@@ -156,24 +157,27 @@ def write_shards(
             # Spawned workers import torch again (~10 s each); the writing itself needs nothing fork-unsafe.
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else None,
         )
-        manifest["splits"][split] = {"items": len(entries), "chunks": _chunk_files(output, split)}
+        manifest["splits"][split] = {"items": len(entries), **_split_record(output, split)}
     _write_json(manifest, join(output, MANIFEST_NAME))
     return manifest
 
 
-def _chunk_files(output: str, split: str) -> list[str]:
+def _split_record(output: str, split: str) -> dict[str, Any]:
+    """The manifest's record of a written split: its chunk files and its ``index.json``'s digest, which tie the
+    index to this write (``data.shard_checks`` compares them before training)."""
     with tempfile.TemporaryDirectory() as folder:
-        index = _read_json(join(output, split, "index.json"), Path(folder) / "index.json")
-    return [chunk["filename"] for chunk in index["chunks"]]
+        data = _read_bytes(join(output, split, "index.json"), Path(folder) / "index.json")
+    chunks = [chunk["filename"] for chunk in json.loads(data)["chunks"]]
+    return {"chunks": chunks, "index_sha256": index_digest(data)}
 
 
-def _read_json(location: str, scratch: Path) -> dict[str, Any]:
+def _read_bytes(location: str, scratch: Path) -> bytes:
     if is_url(location):
         from litdata.streaming.fs_provider import _get_fs_provider
 
         _get_fs_provider(location).download_file(location, str(scratch))
         location = str(scratch)
-    return json.loads(Path(location).read_text())
+    return Path(location).read_bytes()
 
 
 def _write_json(data: dict[str, Any], location: str) -> None:

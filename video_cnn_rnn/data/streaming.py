@@ -22,6 +22,7 @@ import io
 import json
 import os
 import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
+from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.data.frames import Source
 from video_cnn_rnn.data.packets import probe_pyav
 from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
+from video_cnn_rnn.data.shard_checks import FIX, check_split
 
 try:  # this module is imported only where shards are used (data.streaming, video-cnn-rnn shard)
     from litdata import StreamingDataLoader, StreamingDataset
@@ -43,6 +46,8 @@ MANIFEST_NAME = "video_cnn_rnn_shards.json"
 FORMAT = "video_cnn_rnn.shards"
 FORMAT_VERSION = 1
 META_FIELDS: tuple[str, ...] = ("path", "group", "num_frames", "fps", "keyframes")
+# What LitData's reader or the item's fields raise on bytes that do not parse (a damaged chunk).
+ITEM_ERRORS: tuple[type[Exception], ...] = (struct.error, ValueError, KeyError, EOFError, OSError)
 # The environment variables a bucket's client reads its credentials from (any one group is enough).
 CREDENTIALS: dict[str, list[tuple[str, ...]]] = {
     "s3": [
@@ -112,6 +117,7 @@ def read_manifest(root: str) -> dict[str, Any]:
             if missing:
                 shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
                 raise ManifestError(f"{folder}: {len(missing)} shard file(s) missing: {shown}")
+            check_split(Path(root), split, info)  # index.json, chunk sizes and headers agree with the manifest
     return manifest
 
 
@@ -143,7 +149,33 @@ def unpack(item: dict[str, Any]) -> dict[str, Any]:
     return {"video": item["video"], "label": int(item["label"]), **json.loads(item["meta"])}
 
 
+def _read_item(shards: StreamingDataset, index: Any, clips: VideoDataset) -> dict[str, Any]:
+    """The stored item at ``index`` with its fields parsed, or, where a damaged chunk's bytes do not parse, the
+    ``on_error`` policy: a ``VideoDecodeError`` naming the chunk (``raise``), else a ``{"path", "error"}`` item that
+    collate drops and reports. (A video whose bytes parse but do not decode is ``load_item``'s, naming its path.)"""
+    try:
+        item = StreamingDataset.__getitem__(shards, index)
+        unpack(item)
+        return item
+    except ITEM_ERRORS as error:
+        position = getattr(index, "index", index)
+        try:  # LitData's own bookkeeping: the chunk holding the item
+            chunk_index = getattr(index, "chunk_index", None)
+            if chunk_index is None:
+                chunk_index = shards.cache._get_chunk_index_from_index(position)[1]
+            chunk = shards.cache._reader.config._chunks[chunk_index]["filename"]
+        except Exception:  # noqa: BLE001 -- only a name for the message
+            chunk = "its chunk"
+        where = f"{shards.input_dir.url or shards.input_dir.path}/{chunk}"
+        message = f"{where}: shard item {position} cannot be read ({type(error).__name__}: {error}); {FIX}"
+        if clips.on_error == "raise":
+            raise VideoDecodeError(f"{message}, or pass --data.on_error skip") from error
+        return {"path": f"{where}#{position}", "error": message}
+
+
 def _decode_item(clips: VideoDataset, item: dict[str, Any], epoch: int) -> dict[str, Any]:
+    if "error" in item:  # unreadable: _read_item's verdict
+        return item
     item = unpack(item)
     source = io.BytesIO(item["video"])
     source.name = item["path"]  # errors name the video's source path
@@ -202,14 +234,18 @@ class ShardItems(Dataset):
         self._positions = [position[path] for path, _ in wanted]
         self._items = list(wanted)
 
-    def raw(self, index: int) -> dict[str, Any]:
-        """The stored item, undecoded (``unpack`` reads its fields)."""
+    def _opened(self) -> StreamingDataset:
         if self._shards is None:
             self._shards = StreamingDataset(self.input_dir, cache_dir=self.cache_dir)
-        return self._shards[index if self._positions is None else self._positions[index]]
+        return self._shards
+
+    def raw(self, index: int) -> dict[str, Any]:
+        """The stored item, undecoded (``unpack`` reads its fields)."""
+        return self._opened()[index if self._positions is None else self._positions[index]]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return _decode_item(self.clips, self.raw(index), epoch=0)
+        position = index if self._positions is None else self._positions[index]
+        return _decode_item(self.clips, _read_item(self._opened(), position, self.clips), epoch=0)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_shards": None}
@@ -227,7 +263,7 @@ class ShardedVideoDataset(StreamingDataset):
         self.clips = clips
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
-        return _decode_item(self.clips, super().__getitem__(index), self.current_epoch)
+        return _decode_item(self.clips, _read_item(self, index, self.clips), self.current_epoch)
 
 
 class ResumableStreamingLoader(StreamingDataLoader):
