@@ -11,7 +11,7 @@ import lightning
 import pytest
 import torch
 
-from video_cnn_rnn.cli import main, run_cli
+from video_cnn_rnn.cli import checkpoint_run_folder, main, run_cli
 from video_cnn_rnn.models.classifier import VideoClassifier
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -168,9 +168,11 @@ def _last_version(folder: Path) -> Path:
 def test_fit_test_predict_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     args = tiny_args(synthetic_root, runs)
-    _run(["fit", *args], tmp_path)
+    fit = _run(["fit", *args], tmp_path)
     checkpoints = runs / "tiny" / "checkpoints"
     assert (checkpoints / "best.ckpt").is_file() and (checkpoints / "last.ckpt").is_file()
+    assert f"\nbest checkpoint: {checkpoints / 'best.ckpt'} (val_loss " in fit.stdout  # the summary
+    assert f"\nnext: video-cnn-rnn test --ckpt_path {checkpoints / 'best.ckpt'} --data.test " in fit.stdout
 
     # test, resumed from the checkpoint by path: the reports agree with the logged metrics.
     _run(["test", *args, "--ckpt_path", str(checkpoints / "best.ckpt")], tmp_path)
@@ -261,3 +263,20 @@ def test_fine_tuning_recipe_trains_through_the_cli(synthetic_root: Path, tmp_pat
     assert (scheduler.steps_per_epoch, scheduler.total_steps, scheduler.last_epoch) == (5, 10, 10)
     head, backbone = cli.trainer.optimizers[0].param_groups
     assert head["lr"] == pytest.approx(1e-3 * 0.01) and backbone["lr"] == pytest.approx(1e-4 * 0.01)
+
+
+def test_an_evaluation_logs_into_the_run_folder_its_checkpoint_came_from(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "mine" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = run / "checkpoints" / "best.ckpt"
+    checkpoint.write_bytes(b"")
+    assert checkpoint_run_folder(str(checkpoint)) is None  # no logger's files beside checkpoints/: not a run
+    (run / "hparams.yaml").write_text("")
+    assert checkpoint_run_folder(str(checkpoint)) == run
+    # The configs' layout, runs/<name>/checkpoints beside version_N folders: evaluations open a version_N.
+    shared = tmp_path / "runs" / "demo" / "checkpoints" / "best.ckpt"
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(b"")
+    (shared.parent.parent / "version_0").mkdir()
+    assert checkpoint_run_folder(str(shared)) is None
+    assert checkpoint_run_folder("last") is None and checkpoint_run_folder(None) is None

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "video_cnn_rnn"
 # A module may import modules of its own layer or a lower one.
 LAYERS = {
     "hardware": 0,
+    "verbosity": 0,
     "data": 0,
     "models": 1,
     "extraction": 2,
@@ -25,7 +26,10 @@ LAYERS = {
     "sharding": 2,
     "proxying": 2,
     "errors": 2,
+    "summary": 2,
     "cli": 3,
+    "cli_help": 3,
+    "launcher": 4,
     "__main__": 4,
 }
 # One concept per module: a module that grows past this splits by concept (STYLE.md).

@@ -1,3 +1,3 @@
-from video_cnn_rnn.cli import main
+from video_cnn_rnn.launcher import main
 
 main()

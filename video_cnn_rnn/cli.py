@@ -18,31 +18,58 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
-from video_cnn_rnn.crossval import cv_main
+from video_cnn_rnn import verbosity
+from video_cnn_rnn.cli_help import LIGHTNING_SUBCOMMANDS, PROG, SUBCOMMANDS, help_request, unknown_flag_line
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.data.frame_settings import FRAME_SETTINGS
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 from video_cnn_rnn.data.windows import check_window
 from video_cnn_rnn.errors import load_checkpoint, report
-from video_cnn_rnn.export import export_main
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision
 from video_cnn_rnn.models.classifier import VideoClassifier, upgrade_hparams
 from video_cnn_rnn.reports import RunReports
-from video_cnn_rnn.serve import serve_main
-from video_cnn_rnn.timeline import run_timeline
+from video_cnn_rnn.summary import cv_summary_lines, print_block, print_summary
 
-# Settings the data module owns and the model records: what a clip looks like and how a video is evaluated, and
-# the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed) brings its own, and
-# they go to the data module, so test, predict and predict_video give one checkpoint the same answer.
-FRAME_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "crop", "sampling", "eval_clips", "eval_flip")
+# Settings the data module owns and the model records: what a clip looks like and how a video is evaluated
+# (FRAME_SETTINGS), and the vocabulary. The CLI links them data -> model. A checkpoint being evaluated (or resumed)
+# brings its own, and they go to the data module, so test, predict and predict_video give one checkpoint the same answer.
 DATA_OWNED: tuple[str, ...] = (*FRAME_SETTINGS, "class_names")
+
+
+def checkpoint_run_folder(ckpt_path: str | None) -> Path | None:
+    """``<run>`` for a checkpoint in ``<run>/checkpoints/`` whose ``<run>`` holds a logger's files, else None."""
+    path = Path(ckpt_path) if ckpt_path else None
+    if path is None or not path.is_file() or path.parent.name != "checkpoints":
+        return None
+    run = path.parent.parent
+    return run if any((run / name).is_file() for name in ("hparams.yaml", "metrics.csv", "config.yaml")) else None
+
+
+class VideoArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser without prefix matching (``--data.num_frame`` is a typo, not ``--data.num_frames``), and
+    an unknown flag reported in one line naming the closest ones, without the usage dump (all of it with --verbose)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        parser = getattr(ex, "subcommand_parser", None) or self
+        linked = {f"--model.{name}" for name in DATA_OWNED}  # set through data.*: never the flag to suggest
+        known = sorted(set(parser._option_string_actions) - linked)
+        line = unknown_flag_line(parser.prog.replace(" [options]", ""), message, known)
+        if line is None or verbosity.verbose():
+            super().error(message, ex)
+        print(line, file=sys.stderr)
+        raise SystemExit(2)
 
 
 class VideoCLI(LightningCLI):
@@ -88,6 +115,8 @@ class VideoCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if not self.subcommand and self.checkpoint:
             self._take_checkpoint_hparams(self.checkpoint)
+        if self.subcommand in ("validate", "test", "predict"):
+            self._log_into_checkpoint_run()
         if self.subcommand == "predict" and self.config.predict.timeline.window_s is not None:
             try:  # a bad window or hop stops here, as a usage error, before anything is built or decoded
                 check_window(self.config.predict.timeline.window_s, self.config.predict.timeline.hop_s)
@@ -97,6 +126,18 @@ class VideoCLI(LightningCLI):
         if trainer.get("precision") is None:  # none given: the fastest safe one on this machine
             trainer.precision, reason = default_precision(trainer.get("accelerator"))
             rank_zero_info(f"precision {trainer.precision}: {reason} (choose another with --trainer.precision)")
+
+    def _log_into_checkpoint_run(self) -> None:
+        """An evaluation of a checkpoint that fit saved in its run folder (``<run>/checkpoints/x.ckpt``, Lightning's
+        default) logs into ``<run>/<subcommand>/`` (reports too, unless ``--reports.output_dir``), not into a new
+        ``version_N``. Only for a CSVLogger whose version is not given; anything else is left as configured."""
+        config = self.config[self.subcommand]
+        run = checkpoint_run_folder(config.get("ckpt_path"))
+        logger = config.trainer.get("logger")
+        if run is None or not str(getattr(logger, "class_path", "")).endswith("CSVLogger"):
+            return
+        if logger.init_args.get("version") is None:
+            logger.init_args.save_dir, logger.init_args.name, logger.init_args.version = str(run), "", self.subcommand
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
@@ -111,6 +152,7 @@ class VideoCLI(LightningCLI):
         if not hparams:
             return
         data = {name: hparams.pop(name) for name in DATA_OWNED if name in hparams}
+        data = {name: value for name, value in data.items() if value is not None}  # None: the data module's own
         given = (self.config[subcommand] if subcommand else self.config).get("data") or {}
         replaced = [
             f"data.{name} {given.get(name)!r} -> {data[name]!r}"
@@ -157,6 +199,8 @@ class VideoCLI(LightningCLI):
         options = self.config[self.subcommand].timeline
         if options.window_s is None:
             return self.trainer.predict(**kwargs)
+        from video_cnn_rnn.timeline import run_timeline
+
         data, reports = self.datamodule, self.config[self.subcommand].reports
         data.setup("predict")
         self.model.to(self.trainer.strategy.root_device)
@@ -182,6 +226,9 @@ def run_cli(args: list[str] | None = None, run: bool = True, checkpoint: str | N
         },
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,  # the model takes optimizer / lr_scheduler callables itself
+        parser_class=VideoArgumentParser,
+        # The subcommands' descriptions in full (LightningCLI's are the first lines of the Trainer's docstrings).
+        parser_kwargs={"prog": PROG, **{name: {"description": SUBCOMMANDS[name]} for name in LIGHTNING_SUBCOMMANDS}},
         args=args,
         run=run,
         checkpoint=checkpoint,
@@ -225,48 +272,59 @@ def save_pretrained_main(args: list[str]) -> None:
     print(f"model folder ready: {folder} (VideoClassifier.from_pretrained loads it)")
 
 
-# The subcommands main() adds to LightningCLI's, shown with its --help.
-EXTRA_SUBCOMMANDS = """more subcommands (each with its own --help):
-  extract    build the frozen-backbone feature cache (--config ..., optionally --ckpt_path X)
-  cv         k-fold cross-validation through fit and test, beside a linear probe
-  export     a checkpoint as ONNX, TorchScript or a torch.export program, plus a JSON sidecar (--ckpt_path X --format F)
-  synthetic  write the embedded demo dataset
-  shard      write annotation sources as LitData shards for data.streaming (--train ... --output DIR_OR_URL)
-  proxy      build the proxies data.proxy_cache decodes (SOURCES... --proxy_cache DIR --img_size N --crop C)
-  save_pretrained  write a checkpoint as a portable model folder (--ckpt_path X --output DIR)
-  serve      a local browser demo of a checkpoint or model folder (--ckpt_path X; pip install 'video_cnn_rnn[serve]')
-"""
+def _option(args: list[str], flag: str, default: str) -> str:
+    """The value of ``flag`` in ``args`` (``--flag X`` or ``--flag=X``), else ``default``."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(flag, default=default)
+    return getattr(parser.parse_known_args(args)[0], flag.lstrip("-"))
 
 
 def main(args: list[str] | None = None) -> None:
     # A frozen backbone is kept in eval mode on purpose (BatchNorm statistics must not move).
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     argv = sys.argv[1:] if args is None else args
-    if argv[:1] in (["-h"], ["--help"]):
-        print(EXTRA_SUBCOMMANDS)
+    command = verbosity.take_verbose_flag(argv)  # the command line's own flag: no subcommand parser knows it
+    text = help_request(command)
+    if text is not None:  # the subcommands and their common flags, without building LightningCLI's parser
+        print(text, end="")
+        raise SystemExit(0 if command else 2)
+    command = ["--help" if arg == "--help-all" else arg for arg in command]
+    verbosity.quiet_third_party(command[0])
+    verbosity.show_package_logs()
+    name, rest = command[0], command[1:]
     try:
-        if argv and argv[0] == "synthetic":
-            synthetic_main(argv[1:])
-        elif argv and argv[0] == "shard":
+        # The optional subcommands' modules are imported only when asked for (the command starts faster).
+        if name == "synthetic":
+            synthetic_main(rest)
+        elif name == "shard":
             from video_cnn_rnn.sharding import shard_main  # LitData: the streaming extra
 
-            shard_main(argv[1:])
-        elif argv and argv[0] == "proxy":
+            shard_main(rest)
+        elif name == "proxy":
             from video_cnn_rnn.proxying import proxy_main
 
-            proxy_main(argv[1:])
-        elif argv and argv[0] == "cv":
-            cv_main(argv[1:], run_cli)
-        elif argv and argv[0] == "extract":
-            extract_main(argv[1:])
-        elif argv and argv[0] == "save_pretrained":
-            save_pretrained_main(argv[1:])
-        elif argv and argv[0] == "serve":
-            serve_main(argv[1:])
-        elif argv and argv[0] == "export":
-            export_main(argv[1:])
+            proxy_main(rest)
+        elif name == "cv":
+            from video_cnn_rnn.crossval import cv_main
+
+            cv_main(rest, run_cli)
+            print_block(cv_summary_lines(Path(_option(rest, "--output", "runs/cv"))))
+        elif name == "extract":
+            extract_main(rest)
+        elif name == "save_pretrained":
+            save_pretrained_main(rest)
+        elif name == "serve":
+            from video_cnn_rnn.serve import serve_main
+
+            serve_main(rest)
+        elif name == "export":
+            from video_cnn_rnn.export import export_main
+
+            export_main(rest)
         else:
-            run_cli(args)  # None: LightningCLI reads sys.argv itself
+            if args is None:  # LightningCLI reads sys.argv itself (given args, it warns that both are set)
+                sys.argv[1:] = command
+            print_summary(run_cli(None if args is None else command), command)
     except Exception as error:
         # Bad input (configuration, annotations, videos, checkpoints, stores, shards): one line naming the file and
         # what to do, exit code 2 or 1 (video_cnn_rnn.errors); a bug keeps its traceback.

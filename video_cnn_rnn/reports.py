@@ -162,6 +162,7 @@ class RunReports(L.Callback):
         self._rows: list[list[Any]] = []
         # path -> reason, for the videos the batches report (on_error "skip" / "warn").
         self._lists: dict[str, dict[str, str]] = {"skipped": {}, "damaged": {}}
+        self._held: list[tuple[str, bool]] = []  # (text, as a log line) said at teardown, see _say_after_the_bars
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Resolved once here, where every rank runs: under DDP trainer.log_dir is a collective call, so asking
@@ -202,7 +203,7 @@ class RunReports(L.Callback):
                 path = self._folder / f"{key}_videos.txt"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("".join(f"{video}\t{reason}\n" for video, reason in rows))
-                rank_zero_info(f"{len(rows)} video(s) {told[key]}; list: {path}")
+                self._say_after_the_bars(f"{len(rows)} video(s) {told[key]}; list: {path}")
 
     @staticmethod
     def _gather(trainer: L.Trainer, values: list[Any]) -> list[Any]:
@@ -226,7 +227,7 @@ class RunReports(L.Callback):
         paths["predictions"] = write_test_predictions(
             rows, pl_module.class_names, self._folder / "test_predictions.csv"
         )
-        rank_zero_info(f"test reports: {', '.join(str(p) for p in paths.values())}")
+        self._say_after_the_bars(f"test reports: {', '.join(str(p) for p in paths.values())}")
 
     # Predictions: each rank keeps its rows; rank 0 merges them into one file at the end.
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -272,5 +273,19 @@ class RunReports(L.Callback):
             with path.open(newline="") as file:
                 for row in list(csv.reader(file))[1:]:
                     pairs = zip(row[1::2], row[2::2], strict=True)
-                    print(f"{row[0]}\n" + "\n".join(f"  {label}: {100 * float(prob):5.2f}%" for label, prob in pairs))
-        rank_zero_info(f"predictions written to {path}")
+                    lines = [f"  {label}: {100 * float(prob):5.2f}%" for label, prob in pairs]
+                    self._say_after_the_bars("\n".join([row[0], *lines]), log=False)
+        self._say_after_the_bars(f"predictions written to {path}")
+
+    def _say_after_the_bars(self, text: str, log: bool = True) -> None:
+        """Hold ``text`` (a log line, or printed) until ``teardown``: said in an ``on_*_end`` hook, it would continue
+        the progress bar's last line, which the bar only ends in its own ``on_*_end``, after this callback's."""
+        self._held.append((text, log))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        held, self._held = self._held, []
+        for text, log in held:
+            if log:
+                rank_zero_info(text)
+            else:
+                print(text)

