@@ -331,3 +331,41 @@ def test_in_a_real_browser(
     finally:
         browser.quit()
     print(f"browser test: {time.monotonic() - start:.1f} s")
+
+
+@pytest.mark.slow
+def test_a_stopped_server_removes_its_folders_and_an_aborted_upload_is_one_line(
+    model_folder: Path, tmp_path: Path
+) -> None:
+    """Issue 26: SIGTERM (what systemd, Docker and Kubernetes send) left the examples folder behind; an aborted
+    upload logged a ClientDisconnect traceback. (SIGINT ends through KeyboardInterrupt, the same way out.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = _free_port()
+    command = [sys.executable, "-m", "video_cnn_rnn", "serve", "--ckpt_path", str(model_folder), "--port", str(port)]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "open http" in server.stdout.readline()
+        assert any(path.name.startswith("video_cnn_rnn_examples_") for path in scratch.iterdir())
+        for _ in range(100):  # the port opens just after the line is printed
+            with socket.socket() as client:
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    head = "POST /api/predict?filename=clip.mp4 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                    client.sendall(head.encode() + bytes(1000))
+                    time.sleep(0.5)
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "Traceback" not in err and err.count("upload of clip.mp4 aborted by the client") == 1, err
+    assert list(scratch.iterdir()) == []

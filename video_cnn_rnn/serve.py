@@ -14,7 +14,9 @@ package does not need them.
 
 import argparse
 import base64
+import contextlib
 import logging
+import signal
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -232,6 +234,7 @@ def create_app(model: VideoClassifier, settings: ServeSettings | None = None) ->
         from fastapi import FastAPI, Request
         from fastapi.concurrency import run_in_threadpool
         from fastapi.responses import HTMLResponse, JSONResponse
+        from starlette.requests import ClientDisconnect
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
 
@@ -268,14 +271,18 @@ def create_app(model: VideoClassifier, settings: ServeSettings | None = None) ->
         with tempfile.TemporaryDirectory(prefix="video_cnn_rnn_upload_") as folder:
             path = Path(folder) / f"upload{Path(name).suffix.lower()[:8]}"
             received = 0
-            with path.open("wb") as file:
-                async for chunk in request.stream():
-                    received += len(chunk)
-                    try:
-                        analyser.check_size(received, name)
-                    except UploadError as error:  # no or a false Content-Length: stop reading
-                        return JSONResponse({"error": str(error)}, status_code=error.status)
-                    file.write(chunk)
+            try:
+                with path.open("wb") as file:
+                    async for chunk in request.stream():
+                        received += len(chunk)
+                        try:
+                            analyser.check_size(received, name)
+                        except UploadError as error:  # no or a false Content-Length: stop reading
+                            return JSONResponse({"error": str(error)}, status_code=error.status)
+                        file.write(chunk)
+            except ClientDisconnect:  # the browser went away mid-upload: one log line, not a traceback
+                log.warning("upload of %s aborted by the client after %d bytes", name, received)
+                return JSONResponse({"error": "upload aborted"}, status_code=400)
             return await answer(path, name)
 
     @app.post("/api/examples/{name:path}")
@@ -286,6 +293,10 @@ def create_app(model: VideoClassifier, settings: ServeSettings | None = None) ->
         return await answer(path, name)
 
     return app
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # a requested stop is a clean one (what systemd, Docker and Kubernetes send)
 
 
 def serve_main(argv: list[str]) -> None:
@@ -309,8 +320,14 @@ def serve_main(argv: list[str]) -> None:
         import uvicorn
     except ImportError:
         raise SystemExit(INSTALL_HINT) from None
+    # uvicorn finishes the requests in flight on SIGTERM / SIGINT, then raises the signal again: ending here through
+    # the `with` below removes the examples' folder (the default SIGTERM action would kill the process first).
+    signal.signal(signal.SIGTERM, _stop)
     model = load_model(args.ckpt_path, args.device)
-    with tempfile.TemporaryDirectory(prefix="video_cnn_rnn_examples_") as scratch:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        tempfile.TemporaryDirectory(prefix="video_cnn_rnn_examples_") as scratch,
+    ):
         settings = ServeSettings(
             top_k=args.top_k,
             max_upload_mb=args.max_upload_mb,
