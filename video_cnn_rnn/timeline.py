@@ -5,7 +5,8 @@
   the label's mean probability over those windows;
 - ``timeline.png`` (the ``plots`` extra): each class's probability over time per video, the top label as a band.
 
-The rows come from ``video_cnn_rnn.models.windowed.iter_timeline`` (one streaming decode per file).
+The rows come from ``video_cnn_rnn.models.windowed.timeline_rows``, the loop ``VideoClassifier.predict_timeline``
+runs too (one streaming decode per file); this module writes them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from video_cnn_rnn.data.decoding import VideoDecodeError
-from video_cnn_rnn.models.windowed import iter_timeline
+from video_cnn_rnn.models.windowed import timeline_rows
 
 
 def _top_label(row: dict[str, Any]) -> int:
@@ -151,34 +151,20 @@ def run_timeline(
     A video that fails mid-way keeps the windows read before the failure; then ``on_error="raise"`` writes the
     files and re-raises; ``skip`` / ``warn`` warn, list the video with the reason in ``skipped_videos.txt`` /
     ``damaged_videos.txt`` and go on.
-    ``context`` wraps the forward passes (the Trainer's precision, e.g. bf16 autocast).
+    ``context`` wraps the forward passes (the Trainer's precision, e.g. bf16 autocast). The model is given back in
+    the mode it was in.
     """
-    hp = model.hparams
     rows: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []
-    model.eval()
     try:
         for video in videos:
-            with context():
-                timeline = iter_timeline(
-                    model.network,
-                    video,
-                    window_s,
-                    hop_s,
-                    hp.num_frames,
-                    hp.img_size,
-                    hp.sampling,
-                    batch_size,
-                    crop=hp.crop,
-                )
-                try:
-                    for row in timeline:
-                        rows.append(row)
-                except VideoDecodeError as error:
-                    if on_error == "raise":
-                        raise
-                    warnings.warn(f"timeline of {video} cut short: {error}", stacklevel=2)
-                    failed.append((video, str(error)))
+            video_rows, error = timeline_rows(model, video, window_s, hop_s, batch_size, top_k, context)
+            rows += video_rows
+            if error is not None:
+                if on_error == "raise":
+                    raise error
+                warnings.warn(f"timeline of {video} cut short: {error}", stacklevel=2)
+                failed.append((video, str(error)))
     finally:
         paths = write_timeline(rows, model.class_names, folder, top_k)
         if failed:

@@ -107,7 +107,8 @@ def test_folder_layout_and_config(tmp_path: Path) -> None:
     assert config["backbone_std"] == pytest.approx([0.229, 0.224, 0.225])
     assert config["class_names"] == CLASSES and config["num_classes"] == 3
     frames = {name: config[name] for name in ("num_frames", "img_size", "sampling", "eval_clips", "eval_flip")}
-    assert frames == {"num_frames": STEPS, "img_size": IMG, "sampling": "uniform", "eval_clips": 2, "eval_flip": True}
+    # sampling was not given and the model never ran with a data module: recorded as None, "the data module's"
+    assert frames == {"num_frames": STEPS, "img_size": IMG, "sampling": None, "eval_clips": 2, "eval_flip": True}
     assert config["pretrained"] is False and config["backbone_batch_size"] == 8
     # Every recorded hyperparameter, and nothing that is neither a constructor argument nor the format's metadata.
     assert set(config) - set(METADATA_KEYS) == set(model.hparams)

@@ -2,7 +2,8 @@
 
 The network itself (backbone, head, classifier layers) is ``network.py``; metrics are ``metrics.py``; the optimiser
 and scheduler ``optimization.py``; what the hyperparameters record, and earlier versions' checkpoints ``hparams.py``;
-``predict_video`` and ``predict_timeline`` run through ``predict.py``.
+``predict_video`` and ``predict_timeline`` (inference on files) ``predict.py``; the frame settings, which the data
+module owns, ``data/frame_settings.py``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,24 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from video_cnn_rnn.data.balance import loss_weights
 from video_cnn_rnn.data.decoding import Crop
-from video_cnn_rnn.models import predict
 from video_cnn_rnn.models.backbone import FreezePolicy
 from video_cnn_rnn.models.heads import HeadKind, Pooling
-from video_cnn_rnn.models.hparams import clear_unused_settings, prefix_legacy_keys, upgrade_hparams, upgraded_overrides
+from video_cnn_rnn.models.hparams import (
+    clear_unused_settings,
+    prefix_legacy_keys,
+    take_frame_settings,
+    upgrade_hparams,
+    upgraded_overrides,
+)
 from video_cnn_rnn.models.metrics import Stage, assemble_test_report, epoch_values, per_class_metrics, stage_metrics
 from video_cnn_rnn.models.network import VideoNetwork
 from video_cnn_rnn.models.optimization import configure_optimizers, set_run_length
+from video_cnn_rnn.models.predict import PredictionMixin
 from video_cnn_rnn.models.pretrained import load_pretrained, save_pretrained
 from video_cnn_rnn.models.spatial import SpatialPool
 
 
-class VideoClassifier(L.LightningModule):
+class VideoClassifier(PredictionMixin, L.LightningModule):
     """Video classifier: a timm CNN on every real frame, a GRU/LSTM/Transformer/mean/max head over time.
 
     Defaults reproduce the Keras CNN-RNN example's head (GRU 16 -> GRU 8 -> Dropout 0.4 -> Dense 8 ReLU ->
@@ -84,12 +91,13 @@ class VideoClassifier(L.LightningModule):
         lr_scheduler: optional scheduler factory, stepped every epoch, or as its ``interval`` says: e.g.
             ``video_cnn_rnn.models.schedules.WarmupCosineLR`` (linear warm-up, cosine decay, stepped per
             optimizer step).
-        num_frames: frames per clip; with ``img_size``, ``sampling``, ``eval_clips`` and ``eval_flip`` the
-            data module's settings (the CLI links them), stored so a checkpoint evaluates videos as it was
-            trained and ``predict_video`` rebuilds the input pipeline.
+        num_frames: frames per clip. This and the next five are the frame settings, which the data module owns
+            (``data/frame_settings.py``): None (the default) takes the data module's when fit / validate / test /
+            predict starts, and a value that disagrees with it is an error. They are recorded, so a checkpoint
+            evaluates videos as it was trained; a model that never ran with a data module needs them given for
+            ``predict_video``, the timeline and export.
         img_size: frame side length.
-        crop: how a frame becomes the ``img_size`` square: ``centre`` (centre square) or ``pad`` (the whole frame
-            letterboxed); the data module's setting, linked like ``img_size``.
+        crop: how a frame becomes the ``img_size`` square (``data.crop``).
         sampling: frame sampling strategy name.
         eval_clips: clips averaged per video at validation, test and predict.
         eval_flip: whether evaluation also averages the mirrored clips.
@@ -130,15 +138,15 @@ class VideoClassifier(L.LightningModule):
         class_weights: list[float] | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
-        num_frames: int = 20,
-        img_size: int = 224,
-        sampling: str = "uniform",
-        eval_clips: int = 1,
-        eval_flip: bool = False,
+        num_frames: int | None = None,
+        img_size: int | None = None,
+        sampling: str | None = None,
+        eval_clips: int | None = None,
+        eval_flip: bool | None = None,
         channels_last: bool = True,
         compile_backbone: bool = False,
         backbone_batch_size: int | None = None,
-        crop: Crop = "centre",
+        crop: Crop | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None:
@@ -166,7 +174,7 @@ class VideoClassifier(L.LightningModule):
             trainable_blocks,
             head,
             head_settings,
-            max_len=num_frames,
+            max_len=num_frames or 64,  # the data module's num_frames replaces 64 at setup (take_frame_settings)
             fc_hidden=fc_hidden,
             dropout=dropout,
             feature_dropout=feature_dropout,
@@ -226,7 +234,9 @@ class VideoClassifier(L.LightningModule):
         return F.cross_entropy(logits.float(), labels, weight=self.class_weights, label_smoothing=smoothing)
 
     def setup(self, stage: str) -> None:
-        """``data.balance: loss`` sets ``class_weights`` (and the hparam: checkpoints say) from the training counts."""
+        """Frame settings left None take the data module's, checked against those given (``take_frame_settings``);
+        ``data.balance: loss`` sets ``class_weights`` (and the hparam: checkpoints say) from the training counts."""
+        take_frame_settings(self, self.trainer.datamodule)
         if stage == "fit" and (weights := loss_weights(self.trainer.datamodule, self.hparams.class_weights)):
             self.hparams["class_weights"], self.class_weights = weights, torch.tensor(weights, dtype=torch.float32)
 
@@ -318,33 +328,3 @@ class VideoClassifier(L.LightningModule):
         key = self.CHECKPOINT_HYPER_PARAMS_KEY
         if key in checkpoint:
             checkpoint[key] = {**checkpoint[key], "pretrained": False}
-
-    def predict_video(self, path_or_frames: str | torch.Tensor, top_k: int = 5) -> list[tuple[str, float]]:
-        """Top-k (class name, probability) pairs for one video, highest first.
-
-        Args:
-            path_or_frames: a video path, decoded and evaluated as ``test`` and ``predict`` do with this
-                model's stored frame settings (num_frames, img_size, crop, sampling, eval_clips, eval_flip), or
-                uint8 frames [L, C, H, W] already at the model's input size (one clip, as given).
-            top_k: number of classes returned.
-        """
-        return predict.predict_video(self, path_or_frames, top_k)
-
-    def predict_timeline(
-        self,
-        path: str | os.PathLike[str],
-        window_s: float = 2.0,
-        hop_s: float = 1.0,
-        batch_size: int = 16,
-        top_k: int = 3,
-        on_error: str = "raise",
-    ) -> list[dict[str, Any]]:
-        """Class probabilities over time: one row per window of ``window_s`` seconds, every ``hop_s`` seconds.
-
-        Each window is one clip sampled from its frames with this model's ``num_frames``, ``img_size``, ``crop`` and
-        ``sampling`` (``eval_clips`` / ``eval_flip`` are not applied); the file is decoded once, streaming
-        (``video_cnn_rnn.data.windows``). Rows: ``{"path", "start_s", "end_s", "probs": [one per class],
-        "top_k": [(class name, probability)], "note"}``. A file that fails mid-way raises ``VideoDecodeError``
-        with ``on_error="raise"``; otherwise it warns and returns the rows of the windows read before the failure.
-        """
-        return predict.predict_timeline(self, path, window_s, hop_s, batch_size, top_k, on_error)

@@ -215,6 +215,14 @@ class TransformerHead(nn.Module):
         self.max_len = max_len
         self.out_features = d_model
 
+    def resize_positions(self, max_len: int) -> None:
+        """Positional embeddings for ``max_len`` frames, for a head built before the clip length was known: the
+        first ones kept, any new ones drawn as ``__init__`` draws them. Before the optimiser is built."""
+        kept = self.pos_embedding.data[:, :max_len]
+        extra = nn.init.trunc_normal_(kept.new_empty(1, max(max_len - kept.shape[1], 0), kept.shape[2]), std=0.2)
+        self.pos_embedding = nn.Parameter(torch.cat([kept, extra], dim=1))
+        self.max_len = max_len
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, T, D], [B, T] -> [B, d_model]."""
         steps = features.shape[1]

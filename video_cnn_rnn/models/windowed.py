@@ -1,4 +1,6 @@
-"""Sliding-window inference over a long video: ``VideoClassifier.predict_timeline`` and the CLI's timeline mode.
+"""The timeline of a long video: class probabilities window by window, the one loop behind
+``VideoClassifier.predict_timeline``, the CLI's timeline mode (``video_cnn_rnn.timeline.run_timeline``, which also
+writes the files) and ``serve`` (through ``predict_timeline``).
 
 The windows of ``video_cnn_rnn.data.windows.iter_windows`` are decoded on a background thread (PyAV and torch
 both release the GIL), a few batches ahead, while batches of ``batch_size`` windows go through the network, so
@@ -7,15 +9,17 @@ decoding and the backbone overlap and memory stays bounded by the queue.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from video_cnn_rnn.data.decoding import Crop, VideoDecodeError
+from video_cnn_rnn.data.frame_settings import clip_arguments, frame_settings
 from video_cnn_rnn.data.sampling import SamplingMode
 from video_cnn_rnn.data.windows import Window, check_window, iter_windows
 from video_cnn_rnn.models.network import VideoNetwork
@@ -118,3 +122,36 @@ def iter_timeline(
         raise
     if pending:
         yield from flush()
+
+
+def timeline_rows(
+    model: Any,
+    path: str | Path,
+    window_s: float,
+    hop_s: float,
+    batch_size: int = 16,
+    top_k: int = 3,
+    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> tuple[list[dict[str, Any]], VideoDecodeError | None]:
+    """One video's timeline through ``model`` (a ``VideoClassifier``): one row per window, in order, ``{"path",
+    "start_s", "end_s", "probs": [one per class], "top_k": [(class name, probability)], "note"}``, each window a clip
+    of the model's frame settings (``num_frames``, ``img_size``, ``crop``, ``sampling``).
+
+    The model runs in eval mode under ``context`` (e.g. the Trainer's autocast) and is given back in the mode it was
+    in. -> (rows, None); for a file that fails mid-way, (the rows of the windows read before the failure, the
+    ``VideoDecodeError``), for the caller's ``on_error`` to raise or report.
+    """
+    settings = clip_arguments(frame_settings(model.hparams, needed_by="predict_timeline"))
+    rows: list[dict[str, Any]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with context():
+            for row in iter_timeline(model.network, path, window_s, hop_s, batch_size=batch_size, **settings):
+                ranked = sorted(zip(model.class_names, row["probs"], strict=True), key=lambda pair: -pair[1])
+                rows.append({**row, "top_k": ranked[:top_k]})
+    except VideoDecodeError as error:
+        return rows, error
+    finally:
+        model.train(was_training)
+    return rows, None

@@ -1,0 +1,120 @@
+"""The frame settings: how a video becomes a clip (``num_frames``, ``img_size``, ``crop``, ``sampling``) and how a
+video is evaluated (``eval_clips`` clips, ``eval_flip`` mirrored too).
+
+The data module owns them (its arguments of these names, read back as ``data.num_frames`` and so on). A
+``VideoClassifier`` records the ones it was trained and is evaluated with, as hyperparameters of the same names:
+left None, it takes the data module's when fit / validate / test / predict starts, and a checkpoint then brings them
+along. A model that never ran with a data module needs at least the clip's shape (``num_frames``, ``img_size``) to
+read a video; the others then take the data module's defaults (``DEFAULTS``). Everything that turns a model's or a data module's hyperparameters into clips (``predict_video``, the timeline,
+``serve``, ``export``) reads them through ``frame_settings`` and hands them on with ``clip_arguments`` /
+``dataset_arguments``, so nothing rebuilds them by hand.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from video_cnn_rnn.data.decoding import Crop
+from video_cnn_rnn.data.sampling import SamplingMode
+
+# What one clip of a video looks like: the arguments of load_clip and iter_windows of these names.
+CLIP_SETTINGS: tuple[str, ...] = ("num_frames", "img_size", "crop", "sampling")
+FRAME_SETTINGS: tuple[str, ...] = (*CLIP_SETTINGS, "eval_clips", "eval_flip")
+# VideoDataModule's defaults (a test holds them equal), for the settings a model reading videos without a data module
+# leaves None. num_frames and img_size have none here: the clip's shape is never guessed.
+DEFAULTS: dict[str, Any] = {"crop": "centre", "sampling": "uniform", "eval_clips": 1, "eval_flip": False}
+
+
+def frame_settings(hparams: Mapping[str, Any], needed_by: str | None = None) -> dict[str, Any]:
+    """The frame settings ``hparams`` records, by name (None where it has none).
+
+    With ``needed_by`` (what reads a video with them, for the message): the settings to read it with, ``DEFAULTS``
+    for those left None; ``num_frames`` or ``img_size`` None is a ``ValueError`` naming them and how to give them.
+    """
+    settings = {name: hparams.get(name) for name in FRAME_SETTINGS}
+    if not needed_by:
+        return settings
+    missing = [name for name in ("num_frames", "img_size") if settings[name] is None]
+    if missing:
+        raise ValueError(
+            f"{needed_by} needs the model's frame settings, but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} None: the model was built without them and has not run with a "
+            "data module. Run it with one first (trainer.fit(model, data) takes the data module's), or pass them: "
+            f"VideoClassifier(..., {', '.join(f'{name}=...' for name in missing)})"
+        )
+    return {name: DEFAULTS[name] if value is None else value for name, value in settings.items()}
+
+
+def merge_frame_settings(model: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's frame settings with those it leaves None taken from the data module's.
+
+    A setting both give with different values is a ``ValueError`` naming both: the model would otherwise be
+    evaluated, or recorded in its checkpoint, with clips other than those it sees.
+    """
+    model, data = frame_settings(model), frame_settings(data)
+    conflicts = [
+        f"model.{name}={model[name]!r} but the data module's {name}={data[name]!r}"
+        for name in FRAME_SETTINGS
+        if model[name] is not None and data[name] is not None and model[name] != data[name]
+    ]
+    if conflicts:
+        raise ValueError(
+            f"{'; '.join(conflicts)}: leave the model's unset (None) to take the data module's, or give both the "
+            "same value"
+        )
+    return {name: data[name] if model[name] is None else model[name] for name in FRAME_SETTINGS}
+
+
+def clip_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``load_clip`` / ``iter_windows`` keyword arguments: one clip as the settings make it."""
+    return {name: settings[name] for name in CLIP_SETTINGS}
+
+
+def dataset_arguments(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``VideoDataset`` keyword arguments: a video's evaluation clips (and their mirror images) as the settings make
+    them, as test and predict read it."""
+    return {
+        **clip_arguments(settings),
+        "clips_per_video": settings["eval_clips"],
+        "mirrored_views": settings["eval_flip"],
+    }
+
+
+class FrameSettingsMixin:
+    """The frame settings of a module whose ``hparams`` hold them, as read-only attributes (``data.num_frames``)."""
+
+    hparams: Mapping[str, Any]
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip."""
+        return self.hparams["num_frames"]
+
+    @property
+    def img_size(self) -> int:
+        """Side of the square frames."""
+        return self.hparams["img_size"]
+
+    @property
+    def crop(self) -> Crop:
+        """How a frame becomes the ``img_size`` square."""
+        return self.hparams["crop"]
+
+    @property
+    def sampling(self) -> SamplingMode:
+        """The frame sampler."""
+        return self.hparams["sampling"]
+
+    @property
+    def eval_clips(self) -> int:
+        """Clips averaged per video at validation, test and predict."""
+        return self.hparams["eval_clips"]
+
+    @property
+    def eval_flip(self) -> bool:
+        """Whether evaluation also averages the mirrored clips."""
+        return self.hparams["eval_flip"]
+
+    @property
+    def frame_settings(self) -> dict[str, Any]:
+        """All of them, by name."""
+        return frame_settings(self.hparams)
