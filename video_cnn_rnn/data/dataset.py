@@ -41,6 +41,7 @@ class VideoDataset(Dataset):
 
     ``on_error``: a video that fails to decode, or whose stream is damaged (the decoder concealed errors or
     rejected packets, ``DamagedVideoError``):
+
     - ``raise``: a ``VideoDecodeError`` naming the file and the reason (for damage, where it is);
     - ``skip``: the item becomes ``{"path": ..., "error": ...}``, which the collate function drops and reports;
     - ``warn``: a damaged video keeps the sampled frames that decoded cleanly (fewer) and its item carries
