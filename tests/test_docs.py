@@ -2,9 +2,10 @@
 and a README short enough to be a landing page whose links all resolve.
 
 The commands are read from ``docs/getting-started.md`` (the bash blocks after a ``<!-- test-docs -->`` line), so the
-page and this test cannot drift apart. The one substitution: the page downloads timm's ImageNet weights for
-efficientnet_lite0 (``--model.pretrained true``), and tests download nothing, so here that flag becomes timm's tiny
-``test_efficientnet`` without weights. Everything else runs as printed.
+page and this test cannot drift apart. The one substitution: the page loads ImageNet weights for efficientnet_lite0
+(``--model.pretrained true``), and tests load none, so here that flag becomes timm's tiny ``test_efficientnet``
+without weights. Everything else runs as printed, and what a newcomer reads is checked too: fit's summary, and no
+known third-party warning anywhere.
 """
 
 import csv
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from video_cnn_rnn.data.synthetic import make_clip, write_video
+from video_cnn_rnn.verbosity import EVALUATION_WARNINGS, THIRD_PARTY_LOG_LINES, THIRD_PARTY_WARNINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 GETTING_STARTED = ROOT / "docs" / "getting-started.md"
@@ -76,15 +78,30 @@ def test_getting_started_trains_on_a_folder_of_videos(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         outputs.append(result.stdout)
+        noise = [
+            p for p in (*THIRD_PARTY_WARNINGS, *EVALUATION_WARNINGS) if re.search(p, result.stdout + result.stderr)
+        ]
+        noise += [line for line in THIRD_PARTY_LOG_LINES if line in result.stdout + result.stderr]
+        assert not noise, f"{command}: third-party noise {noise}\n{result.stderr[-3000:]}"
 
-    # What the page says each step leaves behind.
-    assert (tmp_path / "runs/mine/best.ckpt").is_file()
-    logs = sorted((tmp_path / "runs/lightning_logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    assert (logs[-2] / "test_metrics.json").is_file() and (logs[-2] / "test_predictions.csv").is_file()
-    with (logs[-1] / "predictions.csv").open() as file:
+    # What the page says each step leaves behind: one run folder, the evaluations inside it.
+    run = tmp_path / "runs/mine/version_0"
+    assert (run / "checkpoints/best.ckpt").is_file() and (run / "metrics.csv").is_file()
+    assert (run / "test/test_metrics.json").is_file() and (run / "test/test_predictions.csv").is_file()
+    assert sorted(p.name for p in (tmp_path / "runs/mine").iterdir()) == ["version_0"]  # no version_N per command
+    with (tmp_path / "my_predictions/predictions.csv").open() as file:
         assert len(list(csv.DictReader(file))) == 4
-    assert "%" in outputs[2]  # the top 3 printed per video
     assert (tmp_path / "models/mine/config.json").is_file() and (tmp_path / "models/mine/model.safetensors").is_file()
+
+    # fit's summary, on its own lines after the progress bars: classes, the split, the best checkpoint, what next.
+    summary = outputs[0][outputs[0].index("\nfit done.") :]
+    assert "classes (2): disc_grow, disc_shrink" in summary
+    assert re.search(r"\n  disc_grow +4 +1\n", summary), summary  # 5 videos a class: 4 train, 1 validation
+    assert "validation: 20% of data.train held out" in summary
+    assert "best checkpoint: runs/mine/version_0/checkpoints/best.ckpt (val_loss " in summary
+    assert "next: video-cnn-rnn test --ckpt_path runs/mine/version_0/checkpoints/best.ckpt" in summary
+    assert "\ntest done: accuracy " in outputs[1] and "reports: runs/mine/version_0/test" in outputs[1]
+    assert re.search(r"\nmy_test_videos/disc_grow/disc_grow_0.avi\n  disc_\w+: +[\d.]+%\n", outputs[2])  # top 3
 
 
 def test_readme_is_a_landing_page() -> None:
