@@ -101,3 +101,18 @@ def test_the_traceback_comes_back_on_request_and_a_bug_keeps_it(
     monkeypatch.setattr("video_cnn_rnn.cli.synthetic_main", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["synthetic", str(tmp_path / "data")])
+
+
+def test_a_checkpoint_with_flipped_tensor_bytes_is_refused_not_loaded_wrong(tmp_path: Path) -> None:
+    """torch.load does not check the zip's CRCs: a flipped byte in a tensor would load as a different weight."""
+    import zipfile
+
+    path = tmp_path / "flipped.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(1000.0)}, "hyper_parameters": {}}, path)
+    with zipfile.ZipFile(path) as archive:
+        info = next(member for member in archive.infolist() if member.filename.endswith("data/0"))
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 200] ^= 0xFF  # inside the tensor's bytes (local header + name < 200 bytes)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped.ckpt \([\d,]+ bytes\): member .*data/0 fails its CRC check"):
+        load_checkpoint(path)

@@ -83,6 +83,16 @@ def report(error: BaseException, argv: list[str]) -> None:
     raise SystemExit(code) from None
 
 
+def _member_failing_crc(path: Path) -> str | None:
+    """The first member of a zip-format checkpoint whose bytes fail their CRC; None where all pass (or for a file
+    that is no zip: ``torch.load`` says what it is)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """``torch.load`` of a Lightning checkpoint on the CPU; a ``CheckpointError`` naming the file and its size
     when it is empty, truncated or not a checkpoint at all."""
@@ -91,6 +101,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     advice = "point --ckpt_path at a complete .ckpt file (a run stopped while saving leaves a partial one)"
     if size == 0:
         raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes); {advice}")
+    # torch.load reads a damaged tensor without a word (it does not check the zip's CRCs): check them first.
+    bad = _member_failing_crc(path)
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} ({size:,} bytes): member {bad} fails its CRC check (the file is damaged); {advice}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:

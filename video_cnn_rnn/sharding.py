@@ -44,7 +44,7 @@ from video_cnn_rnn.data.annotations import (
     split_train_val,
 )
 from video_cnn_rnn.data.dataset import ON_ERROR
-from video_cnn_rnn.data.shard_checks import index_digest
+from video_cnn_rnn.data.shard_checks import chunk_crc32, index_digest
 from video_cnn_rnn.data.streaming import FORMAT, FORMAT_VERSION, MANIFEST_NAME, check_credentials, is_url, join
 from video_cnn_rnn.data.streaming import video_info as probe_video
 
@@ -168,7 +168,10 @@ def _split_record(output: str, split: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         data = _read_bytes(join(output, split, "index.json"), Path(folder) / "index.json")
     chunks = [chunk["filename"] for chunk in json.loads(data)["chunks"]]
-    return {"chunks": chunks, "index_sha256": index_digest(data)}
+    record: dict[str, Any] = {"chunks": chunks, "index_sha256": index_digest(data)}
+    if not is_url(output):  # LitData's chunks carry no checksum: one per chunk, checked before training
+        record["chunk_crc32"] = [chunk_crc32(Path(output) / split / name) for name in chunks]
+    return record
 
 
 def _read_bytes(location: str, scratch: Path) -> bytes:

@@ -406,3 +406,10 @@ def test_hidden_files_beside_class_folders_videos_are_ignored(tmp_path):
         _touch(tmp_path / name)
     assert read_source(tmp_path) == [(str(tmp_path / "walk" / "a.mp4"), "walk")]
     assert read_unlabelled(tmp_path) == [(str(tmp_path / "walk" / "a.mp4"), None)]
+
+
+def test_a_csv_that_is_not_utf8_is_one_error_naming_it(tmp_path):
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes(b"video_name,tag\na\xff.mp4,run\n")
+    with pytest.raises(ManifestError, match=r"train.csv: not UTF-8 text .*save it as CSV UTF-8"):
+        read_source(csv_path)

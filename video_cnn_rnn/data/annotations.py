@@ -41,6 +41,15 @@ def read_csv(csv_path: str | Path, root: str | Path | None = None, labelled: boo
     required. A spreadsheet's "CSV UTF-8" (a byte-order mark first) and padded header names read as plain CSV."""
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent
+    try:
+        return _read_csv_rows(csv_path, root, labelled)
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{csv_path}: not UTF-8 text ({error}); save it as CSV UTF-8") from None
+    except csv.Error as error:  # a NUL byte, an unclosed quote at the end of the file
+        raise ManifestError(f"{csv_path}: not a readable CSV ({error})") from None
+
+
+def _read_csv_rows(csv_path: Path, root: Path, labelled: bool) -> list[Item]:
     with csv_path.open(newline="", encoding="utf-8-sig") as file:
         reader = csv.DictReader(file)
         fields = [name.strip() for name in reader.fieldnames or []]
