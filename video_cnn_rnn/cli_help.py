@@ -51,7 +51,11 @@ COMMON_FLAGS: dict[str, dict[str, list[Flag]]] = {
         "frames": [
             ("--data.num_frames", "20", "frames sampled per video"),
             ("--data.img_size", "224", "side of the square frames, in pixels"),
-            ("--data.crop", "centre", "centre: the centre square; pad: the whole frame, letterboxed"),
+            (
+                "--data.crop",
+                "centre",
+                "centre: the centre square; pad: the whole frame, letterboxed; motion: around what moves",
+            ),
             _BATCH,
         ],
         "model": [

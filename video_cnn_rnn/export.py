@@ -199,8 +199,9 @@ def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
         },
         "outputs": {"logits": {"dtype": "float32", "shape": ["batch", len(model.class_names)]}},
         "preprocessing": "turn each frame upright by its file's display rotation, then with crop 'centre' take the "
-        "centre square, with 'pad' letterbox the whole frame (longer side to img_size, black bars, centred); "
-        "resize to img_size",
+        "centre square, with 'pad' letterbox the whole frame (longer side to img_size, black bars, centred), with "
+        "'motion' take each clip's motion square (video_cnn_rnn.load_clip(..., crop='motion') computes it: the "
+        "exported model expects frames already cropped); resize to img_size",
         "evaluation": "with eval_clips > 1 or eval_flip, average the softmax over a video's clips (and their "
         "mirror images, flipped along width) as the checkpoint was evaluated",
     }

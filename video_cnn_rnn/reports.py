@@ -161,7 +161,8 @@ class RunReports(L.Callback):
         self.print_predictions, self.gif = print_predictions, gif
         self._rows: list[list[Any]] = []
         # path -> reason, for the videos the batches report (on_error "skip" / "warn").
-        self._lists: dict[str, dict[str, str]] = {"skipped": {}, "damaged": {}}
+        # And videos whose motion crop fell back to the centre square (crop="motion": no motion, or everywhere).
+        self._lists: dict[str, dict[str, str]] = {"skipped": {}, "damaged": {}, "crop_fallback": {}}
         self._held: list[tuple[str, bool]] = []  # (text, as a log line) said at teardown, see _say_after_the_bars
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -192,10 +193,12 @@ class RunReports(L.Callback):
                 self._test_rows.append((path, int(label), probs.tolist()))
 
     def _write_skipped(self, trainer: L.Trainer) -> None:
-        """``skipped_videos.txt`` and ``damaged_videos.txt``: ``path<TAB>reason`` per video, every rank's merged."""
+        """``skipped_videos.txt``, ``damaged_videos.txt`` and ``crop_fallback_videos.txt``: ``path<TAB>reason`` per
+        video, every rank's merged."""
         told = {
             "skipped": "could not be decoded and were skipped",
             "damaged": "have damaged streams; their clean frames were used",
+            "crop_fallback": "had no motion crop (no motion, or motion everywhere): the centre square was used",
         }
         for key, videos in self._lists.items():
             rows = sorted(dict(self._gather(trainer, sorted(videos.items()))).items())

@@ -140,7 +140,7 @@ def test_collate_pads_to_the_longest_decoded_item_not_to_a_failed_one():
 
 def test_collate_all_skipped_batch_is_empty_with_the_usual_keys_and_dtypes():
     batch = collate_clips([_failed("x.mp4"), _failed("y.avi")])
-    assert set(batch) == {"frames", "mask", "lengths", "labels", "paths", "skipped", "damaged"}
+    assert set(batch) == {"frames", "mask", "lengths", "labels", "paths", "skipped", "damaged", "crop_fallback"}
     assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape[0] == 0 and batch["frames"].dim() == 5
     assert batch["mask"].dtype == torch.bool and batch["mask"].shape == (0, 0)
     assert batch["lengths"].dtype == torch.long and batch["lengths"].shape == (0,)

@@ -19,6 +19,8 @@ from video_cnn_rnn.data.decoding import (
     load_clip,
     load_clips,
 )
+from video_cnn_rnn.data.motion import SETTINGS as MOTION_SETTINGS
+from video_cnn_rnn.data.motion import MotionBox
 from video_cnn_rnn.data.proxies import ProxySettings, ProxyStore
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling
 
@@ -33,7 +35,9 @@ class VideoDataset(Dataset):
     (``frames`` is ``[K, L, C, H, W]`` when ``clips_per_video = K > 1``: K segment clips of the video, for
     multi-clip testing or a multi-clip feature cache; ``[2K, ...]`` with ``mirrored_views``: the K clips, then
     the same K clips mirrored left-right). Frames are upright (turned by the file's display matrix), then
-    centre-cropped or, with ``crop="pad"``, letterboxed into the ``img_size`` square.
+    centre-cropped, letterboxed (``crop="pad"``) or cropped around the clip's motion (``crop="motion"``) into the
+    ``img_size`` square. A motion crop that fell back to the centre square marks its item ``"crop_fallback":
+    reason``, which the collate function passes on for the report.
 
     ``augment`` draws frame positions at random (``segment`` sampling) for training; with ``random_flip`` it also
     mirrors whole clips, every frame alike: at random with one clip per video, and every second clip with K clips
@@ -90,6 +94,8 @@ class VideoDataset(Dataset):
         self.items = list(items)
         self.num_frames, self.img_size, self.sampling = num_frames, img_size, sampling
         self.crop = crop
+        if crop == "motion":  # the motion crop's constants decide the frames too: a feature store keys by them
+            self.motion = dict(MOTION_SETTINGS)
         self.augment, self.backend, self.on_error = augment, backend, on_error
         self.stride, self.target_fps, self.decode_timeout = stride, target_fps, decode_timeout
         self.clips_per_video, self.seed = clips_per_video, seed
@@ -102,8 +108,10 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.repeats
 
-    def _load(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
-        frames, length = self._decode(path, index, damage)
+    def _load(
+        self, path: str | BinaryIO, index: Any, damage: list[Damage] | None, boxes: list[MotionBox] | None = None
+    ) -> tuple[torch.Tensor, int]:
+        frames, length = self._decode(path, index, damage, boxes)
         if self.augment and self.random_flip:
             if self.clips_per_video == 1:
                 # The global generator, like the frame sampler: seeded per (seed, epoch, video) when resuming.
@@ -116,19 +124,26 @@ class VideoDataset(Dataset):
             frames = torch.cat([clips, clips.flip(-1)])  # -> [2K, L, C, H, W]
         return frames, length
 
-    def _decode(self, path: str | BinaryIO, index: Any, damage: list[Damage] | None) -> tuple[torch.Tensor, int]:
+    def _decode(
+        self, path: str | BinaryIO, index: Any, damage: list[Damage] | None, boxes: list[MotionBox] | None
+    ) -> tuple[torch.Tensor, int]:
         """From the proxy of ``path`` where ``proxy_cache`` has one: a proxy that fails to decode (damage included)
         is deleted, to be built again, and the original is read."""
         proxy = self._proxies.source_for(path) if self._proxies is not None and isinstance(path, str) else path
         if proxy != path:
             try:
-                return self._decode_file(proxy, path, index, None)
+                return self._decode_file(proxy, path, index, None, boxes)
             except VideoDecodeError:
                 self._proxies.discard(path)
-        return self._decode_file(path, path, index, damage)
+        return self._decode_file(path, path, index, damage, boxes)
 
     def _decode_file(
-        self, source: str | BinaryIO, path: str | BinaryIO, index: Any, damage: list[Damage] | None
+        self,
+        source: str | BinaryIO,
+        path: str | BinaryIO,
+        index: Any,
+        damage: list[Damage] | None,
+        boxes: list[MotionBox] | None,
     ) -> tuple[torch.Tensor, int]:
         """Decode ``source`` (``path`` or its proxy); the K clips' draws are seeded by ``path``."""
         if self.clips_per_video == 1:
@@ -144,6 +159,7 @@ class VideoDataset(Dataset):
                 decode_timeout=self.decode_timeout,
                 damage=damage,
                 crop=self.crop,
+                boxes=boxes,
             )
         # K segment clips from one decode; augmentation draws K reproducible random samples per (seed, video, clip).
         # The video is its resolved path, never its index in a manifest: every fold and manifest draws the same
@@ -160,6 +176,7 @@ class VideoDataset(Dataset):
             rngs=rngs if self.augment else None,
             damage=damage,
             crop=self.crop,
+            boxes=boxes,
         )
 
     def _warn_once(self, path: str, message: str) -> None:
@@ -176,8 +193,9 @@ class VideoDataset(Dataset):
         """The item of the video at ``source`` (a path, or its bytes in a file-like object: a shard's item), named
         ``path`` in the item and in messages; ``key`` seeds the K clips' random draws (the index, for files)."""
         damage: list[Damage] | None = [] if self.on_error == "warn" else None
+        boxes: list[MotionBox] = []
         try:
-            frames, length = self._load(source, key, damage)
+            frames, length = self._load(source, key, damage, boxes)
         except VideoDecodeError as error:
             if self.on_error == "raise":
                 raise
@@ -187,4 +205,7 @@ class VideoDataset(Dataset):
         if damage:
             item["damaged"] = f"{path}: {describe_damage(damage)}; kept {length} clean frames"
             self._warn_once(path, f"damaged video, kept: {item['damaged']}")
+        fallbacks = sorted({box.fallback for box in boxes if box.fallback})
+        if fallbacks:  # the motion crop took the centre square: the run's reports count and list these videos
+            item["crop_fallback"] = f"{path}: motion crop fell back to the centre square: {'; '.join(fallbacks)}"
         return item

@@ -167,12 +167,19 @@ def _warn_if_normalisation_changed(model: L.LightningModule, config: dict[str, A
             )
 
 
+CROP_WORDS = {
+    "pad": "letterboxed whole frames",
+    "motion": "a square around each clip's motion",
+    "centre": "centre square",
+}
+
+
 def model_card(config: dict[str, Any], class_names: list[str]) -> str:
     """A short README.md for a model hub: what the model is, its classes and frame settings, how to load it."""
     head = config.get("head", "gru")
     frames = (
         f"{config.get('num_frames')} frames, {config.get('img_size')} px "
-        f"({'letterboxed whole frames' if config.get('crop') == 'pad' else 'centre square'}), "
+        f"({CROP_WORDS.get(config.get('crop'), 'centre square')}), "
         f"`{config.get('sampling')}` sampling; "
         f"{config.get('eval_clips')} clip(s) per video at evaluation"
         + (", each also mirrored" if config.get("eval_flip") else "")
