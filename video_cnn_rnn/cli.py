@@ -55,7 +55,8 @@ def checkpoint_run_folder(ckpt_path: str | None) -> Path | None:
 
 class VideoArgumentParser(LightningArgumentParser):
     """LightningCLI's parser without prefix matching (``--data.num_frame`` is a typo, not ``--data.num_frames``), and
-    an unknown flag reported in one line naming the closest ones, without the usage dump (all of it with --verbose)."""
+    its errors without the usage dump (it comes back with --verbose): an unknown flag in one line naming the closest
+    ones."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
@@ -65,10 +66,10 @@ class VideoArgumentParser(LightningArgumentParser):
         parser = getattr(ex, "subcommand_parser", None) or self
         linked = {f"--model.{name}" for name in DATA_OWNED}  # set through data.*: never the flag to suggest
         known = sorted(set(parser._option_string_actions) - linked)
-        line = unknown_flag_line(parser.prog.replace(" [options]", ""), message, known)
-        if line is None or verbosity.verbose():
+        prog = parser.prog.replace(" [options]", "")
+        if verbosity.verbose():
             super().error(message, ex)
-        print(line, file=sys.stderr)
+        print(unknown_flag_line(prog, message, known) or f"{prog}: error: {message.strip()}", file=sys.stderr)
         raise SystemExit(2)
 
 
