@@ -202,3 +202,37 @@ def test_the_dataset_decodes_through_proxies_and_the_feature_key_says_so(
         assert item["path"] == path and item["frames"].shape == original["frames"].shape == (2, 8, 3, 32, 32)
         assert (item["frames"].float() - original["frames"].float()).abs().mean() < 4
     assert len(list(tmp_path.glob("*.mp4"))) == 2
+
+
+def test_a_trained_model_answers_alike_from_originals_and_proxies(sources: dict[str, Path], tmp_path: Path) -> None:
+    """A tiny model trained on the originals gives the same top-1 from the proxies, every probability within the
+    tolerance measured on real footage (docs/data.md, "Proxies for HD footage"), on the evaluation views the
+    fine-tuning recipe uses (2 clips and their mirror images)."""
+    from video_cnn_rnn.data.collate import collate_clips
+    from video_cnn_rnn.models.classifier import VideoClassifier
+
+    rng = np.random.default_rng(11)
+    items = [(str(sources["plain"]), 0), (str(sources["rotated"]), 0)]
+    for index, label in enumerate(["fade_out", "red_to_blue", "disc_shrink"]):
+        write_video(tmp_path / f"{label}.mp4", make_clip(label, 30, 96, 64, rng))
+        items.append((str(tmp_path / f"{label}.mp4"), index % 2))
+    views = {"num_frames": 8, "img_size": 32, "crop": "pad", "sampling": "segment", "clips_per_video": 2}
+    torch.manual_seed(0)
+    model = VideoClassifier(backbone="test_efficientnet", head="mean", fc_hidden=None, dropout=0.0, num_classes=2)
+    batch = collate_clips([VideoDataset(items, **views)[i] for i in range(len(items))])
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(30):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model.network.batch_logits(batch), batch["labels"]).backward()
+        optimiser.step()
+    model.eval()
+    probabilities = []
+    for proxy_cache in (None, str(tmp_path / "proxies")):
+        dataset = VideoDataset(items, mirrored_views=True, proxy_cache=proxy_cache, **views)
+        with torch.no_grad():
+            logits = model.network.batch_logits(collate_clips([dataset[i] for i in range(len(items))]))
+        probabilities.append(logits.softmax(-1))
+    original, proxied = probabilities
+    assert original.max(-1).values.min() > 0.6, "the model did not learn: nothing to compare"
+    assert torch.equal(original.argmax(-1), proxied.argmax(-1))
+    assert (original - proxied).abs().max() <= 0.05
