@@ -13,7 +13,7 @@ from video_cnn_rnn.data.decoding import VideoDecodeError
 from video_cnn_rnn.data.synthetic import make_clip, write_video
 from video_cnn_rnn.data.windows import iter_windows
 from video_cnn_rnn.models.classifier import VideoClassifier
-from video_cnn_rnn.timeline import merge_segments, plot_timeline, write_timeline
+from video_cnn_rnn.timeline import merge_segments, plot_timeline, run_timeline, write_timeline
 
 NAMES = ["a", "b", "c"]
 
@@ -128,6 +128,31 @@ def test_predict_timeline_bad_input(model: VideoClassifier, long_clip: Path, tmp
     with pytest.warns(UserWarning, match="cut short"):
         rows = model.predict_timeline(cut, window_s=1.0, hop_s=1.0, on_error="skip")
     assert 2 <= len(rows) < 8
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_run_timeline_gives_the_model_back_in_its_mode(
+    model: VideoClassifier, long_clip: Path, tmp_path: Path, training: bool
+) -> None:
+    model.train(training)
+    paths = run_timeline(model, [str(long_clip)], tmp_path, window_s=2.0, hop_s=1.0, top_k=2)
+    assert model.training is training
+    with paths["timeline"].open() as file:
+        table = list(csv.DictReader(file))
+    # The CLI's files and predict_timeline come from the same loop: the same rows.
+    expected = model.predict_timeline(long_clip, window_s=2.0, hop_s=1.0)
+    assert model.training is training
+    assert [r["label_1"] for r in table] == [r["top_k"][0][0] for r in expected]
+    model.train()
+
+
+def test_timeline_needs_the_clip_shape(long_clip: Path, tmp_path: Path) -> None:
+    bare = VideoClassifier(backbone="test_efficientnet", class_names=CLASSES)  # never ran with a data module
+    with pytest.raises(ValueError, match=r"predict_timeline needs .* num_frames, img_size are None"):
+        bare.predict_timeline(long_clip)
+    with pytest.raises(ValueError, match="predict_timeline needs"):
+        run_timeline(bare, [str(long_clip)], tmp_path, window_s=2.0, hop_s=1.0)
+    assert bare.training  # refused before the mode was touched
 
 
 def test_cli_predict_timeline_writes_csvs_and_png(

@@ -96,6 +96,18 @@ def test_transformer_rejects_clips_longer_than_positions() -> None:
         head(torch.randn(1, 5, IN_FEATURES), torch.ones(1, 5, dtype=torch.bool))
 
 
+def test_transformer_positions_resize_keeping_the_first_ones() -> None:
+    torch.manual_seed(0)
+    head = TransformerHead(8, max_len=6)
+    before = head.pos_embedding.detach().clone()
+    head.resize_positions(4)
+    assert head.max_len == 4 and torch.equal(head.pos_embedding, before[:, :4])
+    head.resize_positions(9)  # three new ones, drawn as __init__ draws them
+    assert head.pos_embedding.shape == (1, 9, 8) and torch.equal(head.pos_embedding[:, :4], before[:, :4])
+    assert head.pos_embedding.requires_grad and head.pos_embedding[:, 4:].abs().sum() > 0
+    assert head(torch.randn(2, 9, 8), torch.ones(2, 9, dtype=torch.bool)).shape == (2, 8)
+
+
 def test_mean_head_is_masked_mean() -> None:
     features = torch.randn(2, 4, IN_FEATURES)
     out = MeanHead(IN_FEATURES)(features, _mask([4, 2], 4))
