@@ -16,6 +16,7 @@ import pickle
 import re
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,17 @@ def report(error: BaseException, argv: list[str]) -> None:
     raise SystemExit(code) from None
 
 
-def _member_failing_crc(path: Path) -> str | None:
-    """The first member of a zip-format checkpoint whose bytes fail their CRC; None where all pass (or for a file
-    that is no zip: ``torch.load`` says what it is)."""
+def _damaged_member(path: Path) -> str | None:
+    """What fails in a zip-format checkpoint's members (a CRC, a header), or None where all read back (or for a file
+    that is no zip at all: ``torch.load`` says what it is)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
         return None
+    except (OSError, EOFError, ValueError, NotImplementedError, zlib.error) as error:
+        return f"a member cannot be read ({error})"
+    return None if bad is None else f"member {bad} fails its CRC check"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -102,14 +106,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if size == 0:
         raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes); {advice}")
     # torch.load reads a damaged tensor without a word (it does not check the zip's CRCs): check them first.
-    bad = _member_failing_crc(path)
-    if bad is not None:
-        raise CheckpointError(
-            f"{path} ({size:,} bytes): member {bad} fails its CRC check (the file is damaged); {advice}"
-        )
+    damage = _damaged_member(path)
+    if damage is not None:
+        raise CheckpointError(f"{path} ({size:,} bytes): {damage} (the file is damaged); {advice}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+    except (
+        EOFError,
+        RuntimeError,
+        OSError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]  # torch's first sentence
         raise CheckpointError(f"{path} ({size:,} bytes): not a readable checkpoint ({reason}); {advice}") from error
     if not isinstance(state, dict) or "state_dict" not in state:

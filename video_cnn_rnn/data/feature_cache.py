@@ -23,6 +23,7 @@ import os
 import random
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ STORE_FORMAT = 2
 NOT_IN_KEY = frozenset({"items", "backend", "decode_timeout", "proxy_cache"})  # proxies: keyed as "proxy"
 # Settings that only act on random (training) draws: evaluation-time clips are shared across seeds.
 ONLY_WHEN_AUGMENTED = ("seed", "random_flip")
+# What reading a damaged entry raises (a bad CRC, a cut file, a header naming an unknown compression or size).
+ENTRY_ERRORS = (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error)
 
 
 class FeatureStoreError(RuntimeError):
@@ -99,7 +102,7 @@ def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
             if meta["status"] != "skipped" and "0" not in entry.files:
                 return None
             return meta
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except ENTRY_ERRORS:
         return None
 
 
@@ -136,7 +139,7 @@ def entry_problem(file: Path, key: dict[str, Any]) -> str | None:
                 lengths.add(shape[0])
             if len(lengths) > 1:
                 return f"its clips differ in length ({sorted(lengths)})"
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except ENTRY_ERRORS as error:
         return f"unreadable ({error})"
     return None
 
@@ -193,7 +196,7 @@ class FeatureCacheDataset(Dataset):
         index %= len(self.rows)
         try:
             return self._read(index)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except ENTRY_ERRORS as error:
             message = (
                 f"{self.store / self.rows[index][2]}: damaged feature store entry of {self.paths[index]} ({error}); "
                 "run again to extract it anew, or pass --data.on_error skip"
