@@ -118,7 +118,8 @@ def summarise(results: dict[tuple[str, str, str, int], dict], sets: list[str], r
     return "\n".join(lines)
 
 
-def main() -> None:
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, else ``sys.argv``); ``bench_scale.py run`` reads the recipes and seeds from it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", required=True, metavar="NAME=FOLDS", help="fold folder or data:a,b")
     parser.add_argument("--recipe", nargs=2, action="append", required=True, metavar=("NAME", "ARGS"))
@@ -134,7 +135,11 @@ def main() -> None:
         "--top", nargs=2, metavar=("SUMMARY_JSON", "N"),
         help="keep only the N recipes with the best mean accuracy in an earlier sweep's summary.json (all its sets)",
     )  # fmt: skip
-    options = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(argv)
 
     output = Path(options.output)
     recipes = {name: shlex.split(args) for name, args in options.recipe}
