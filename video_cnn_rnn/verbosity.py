@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from typing import Any
 
 FLAG = "--verbose"
 VARIABLE = "VIDEO_CNN_RNN_VERBOSE"
@@ -70,6 +71,18 @@ def quiet_third_party(subcommand: str | None = None) -> None:
             logger.addFilter(_DropLines())
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (tests and tools swap it), as logging's last resort does."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def show_package_logs() -> None:
     """The package's own INFO lines (e.g. which backbone weights were loaded) on stderr, once, from rank 0 only.
 
@@ -78,7 +91,7 @@ def show_package_logs() -> None:
     logger = logging.getLogger("video_cnn_rnn")
     if any(getattr(handler, "_video_cnn_rnn", False) for handler in logger.handlers):
         return
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler._video_cnn_rnn = True  # type: ignore[attr-defined]
     # Under DDP every rank builds the model; the launcher sets these for the other ranks.
     handler.addFilter(lambda _: os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0")
