@@ -116,6 +116,7 @@ def test_confusion_matrix_cells_show_the_share_of_the_true_class_and_the_count_w
     assert cells[(1, 1)].get_text() == "100%\n2" and cells[(0, 2)].get_text() == "0%\n0"
     assert cells[(2, 2)].get_text() == "–"  # no true "sit" video: no share to show
     assert cells[(1, 1)].get_color() == "white" and cells[(0, 1)].get_color() == "#1a1a1a"  # dark cell, pale cell
+    assert cells[(0, 2)].get_color() == "#8c8c8c"  # an empty cell steps back
     assert "accuracy 83.3% (5/6)" in axes.get_title()
     assert [label.get_text() for label in axes.get_yticklabels()] == ["jump (4)", "run (2)", "sit (0)"]
 

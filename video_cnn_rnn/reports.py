@@ -115,8 +115,10 @@ def confusion_matrix_figure(matrix: list[list[int]], class_names: list[str]) -> 
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             red, green, blue, _ = cmap(shares[i][j])
-            # Dark text on pale cells, white on dark ones: by the cell's luminance, not by its count.
+            # Dark text on pale cells, white on dark ones: by the cell's luminance, not by its count. Empty cells
+            # in grey, so the eye goes to the ones that hold videos.
             colour = "#1a1a1a" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.55 else "white"
+            colour = colour if count else "#8c8c8c"
             text = f"{shares[i][j]:.0%}\n{count}" if totals[i] else "–"
             axes.text(j, i, text, ha="center", va="center", color=colour, fontsize=fontsize, linespacing=1.1)
     accuracy = f"{correct / videos:.1%} ({correct}/{videos})" if videos else "n/a (no videos)"
