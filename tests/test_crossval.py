@@ -80,7 +80,7 @@ def test_fold_files_are_read_in_order_and_a_missing_test_file_is_named(tmp_path:
 def test_every_bad_fold_entry_is_named_before_training(synthetic_root: Path, tmp_path: Path) -> None:
     train = read_source(synthetic_root / "train.csv")
     test = read_source(synthetic_root / "test.csv")
-    bad_test = [*test, ("/nowhere/missing_clip.mp4", train[0][1]), (test[0][0], "a_class_never_trained")]
+    bad_test = [*test, ("/nowhere/missing_clip.mp4", train[0][1]), (train[0][0], "a_class_never_trained")]
     folds = write_folds([(train, test), (train, bad_test)], tmp_path / "folds")
     with pytest.raises(ManifestError) as error:
         check_folds(folds)
