@@ -134,7 +134,10 @@ def test_crop_is_linked_to_the_model_and_a_checkpoint_evaluates_with_its_own(
     assert cli.model.hparams.crop == cli.datamodule.hparams.crop == "pad"
 
     names = sorted({row.split(",")[1] for row in (synthetic_root / "train.csv").read_text().splitlines()[1:]})
-    model = VideoClassifier(backbone="test_efficientnet", class_names=names, num_frames=4, img_size=32, crop="pad")
+    # eval_flip recorded as a fitted model records it (a model built alone leaves it None: the data module's own).
+    model = VideoClassifier(
+        backbone="test_efficientnet", class_names=names, num_frames=4, img_size=32, crop="pad", eval_flip=False
+    )
     checkpoint = tmp_path / "pad.ckpt"
     state = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
     torch.save({**state, "pytorch-lightning_version": lightning.__version__}, checkpoint)
