@@ -69,3 +69,16 @@ def test_predict_and_cv_summaries_name_their_files(tmp_path: Path) -> None:
     (tmp_path / "predictions.csv").write_text("path,label_1,prob_1\na.mp4,x,0.9\nb.mp4,y,0.8\n")
     assert predict_summary_lines(tmp_path) == ["predict done: 2 videos", f"predictions: {tmp_path} (predictions.csv)"]
     assert cv_summary_lines(Path("runs/cv"))[0].startswith("cv done: the table above is in runs/cv/results.md")
+
+
+def test_fit_summary_counts_the_motion_crops_that_fell_back(tmp_path: Path) -> None:
+    data = _data()
+    data.hparams = SimpleNamespace(**vars(data.hparams) | {"crop": "motion"})
+    data.hparams.get = {**vars(data.hparams)}.get
+    (tmp_path / "crop_fallback_videos.txt").write_text("a.mp4\tno motion in the clip\nb.mp4\tno motion in the clip\n")
+    lines = fit_summary_lines(_trainer(tmp_path), data, ["fit"])
+    assert (
+        "motion crop: 2 video(s) fell back to the centre square (no motion, or motion everywhere) "
+        f"(list: {tmp_path / 'crop_fallback_videos.txt'})"
+    ) in lines
+    assert not any(line.startswith("motion crop") for line in fit_summary_lines(_trainer(tmp_path), _data(), ["fit"]))

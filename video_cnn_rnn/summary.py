@@ -100,6 +100,16 @@ def folder_line(label: str, folder: str | Path | None) -> list[str]:
     return [f"{label}: {folder}" + (f" ({', '.join(files)})" if files else "")]
 
 
+def crop_lines(data: Any, reports: str | Path | None) -> list[str]:
+    """With ``crop: motion``: how many videos fell back to the centre square, from the reports' list of them."""
+    if data.hparams.get("crop") != "motion":
+        return []
+    listed = Path(reports) / "crop_fallback_videos.txt" if reports else None
+    count = len(listed.read_text().splitlines()) if listed is not None and listed.is_file() else 0
+    where = f" (list: {listed})" if count else ""
+    return [f"motion crop: {count} video(s) fell back to the centre square (no motion, or motion everywhere){where}"]
+
+
 def config_args(argv: list[str]) -> list[str]:
     """The ``--config`` arguments of ``argv``, for the next command to reuse."""
     found = []
@@ -124,6 +134,7 @@ def fit_summary_lines(trainer: Any, data: Any, argv: list[str]) -> list[str]:
     lines += class_lines(split_counts(data), data.class_names or [])
     lines.append(split_rule_line(data))
     lines += checkpoint_lines(trainer)
+    lines += crop_lines(data, trainer.log_dir)
     lines += folder_line("run folder", trainer.log_dir)
     checkpoint = best_checkpoint(trainer)
     if checkpoint:
@@ -139,6 +150,7 @@ def test_summary_lines(trainer: Any, model: Any, data: Any, reports: Path, argv:
         f"test done: accuracy {100 * metrics.get('test_acc', float('nan')):.2f}%, "
         f"macro-F1 {100 * metrics.get('test_f1', float('nan')):.2f}% on {sum(counts.values())} videos"
     ]
+    lines += crop_lines(data, reports)
     lines += folder_line("reports", reports)
     if Path(trainer.log_dir or reports) != reports:
         lines += folder_line("logs", trainer.log_dir)
