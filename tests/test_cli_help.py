@@ -58,7 +58,7 @@ def _value(config: dict[str, Any], flag: str) -> Any:
 
 def _shows(shown: str, value: Any) -> bool:
     if shown in ("none", "true", "false"):
-        return value == {"none": None, "true": True, "false": False}[shown]
+        return value == {"none": None, "true": True, "false": False}[shown] or value == shown  # data.balance: "none"
     try:
         return float(shown) == value
     except ValueError:  # a word: the value itself, or what the unset value means ("by the hardware")

@@ -47,6 +47,7 @@ COMMON_FLAGS: dict[str, dict[str, list[Flag]]] = {
             ("--data.val", "none", "validation videos (else data.val_fraction of data.train is held out)"),
             ("--data.val_fraction", "0.2", "share of data.train held out, stratified and seeded; 0: none"),
             ("--data.test", "none", "test videos, for the test subcommand"),
+            ("--data.balance", "none", "uneven classes: none, sampler (rare classes drawn more) or loss (weighted)"),
         ],
         "frames": [
             ("--data.num_frames", "20", "frames sampled per video"),
