@@ -11,7 +11,7 @@ import lightning
 import pytest
 import torch
 
-from video_cnn_rnn.cli import checkpoint_run_folder, main, run_cli
+from video_cnn_rnn.cli import checkpoint_run_folder, main, option_value, run_cli
 from video_cnn_rnn.models.classifier import VideoClassifier
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -283,3 +283,9 @@ def test_an_evaluation_logs_into_the_run_folder_its_checkpoint_came_from(tmp_pat
     (shared.parent.parent / "version_0").mkdir()
     assert checkpoint_run_folder(str(shared)) is None
     assert checkpoint_run_folder("last") is None and checkpoint_run_folder(None) is None
+
+
+def test_the_cv_summary_finds_the_output_folder_in_the_arguments() -> None:
+    assert option_value(["--k", "2", "--output", "out/cv", "--data.train", "a"], "--output", "runs/cv") == "out/cv"
+    assert option_value(["--output=out/cv"], "--output", "runs/cv") == "out/cv"
+    assert option_value(["--data.train", "a", "--outputs", "b"], "--output", "runs/cv") == "runs/cv"  # no prefixes

@@ -273,7 +273,7 @@ def save_pretrained_main(args: list[str]) -> None:
     print(f"model folder ready: {folder} (VideoClassifier.from_pretrained loads it)")
 
 
-def _option(args: list[str], flag: str, default: str) -> str:
+def option_value(args: list[str], flag: str, default: str) -> str:
     """The value of ``flag`` in ``args`` (``--flag X`` or ``--flag=X``), else ``default``."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument(flag, default=default)
@@ -309,7 +309,7 @@ def main(args: list[str] | None = None) -> None:
             from video_cnn_rnn.crossval import cv_main
 
             cv_main(rest, run_cli)
-            print_block(cv_summary_lines(Path(_option(rest, "--output", "runs/cv"))))
+            print_block(cv_summary_lines(Path(option_value(rest, "--output", "runs/cv"))))
         elif name == "extract":
             extract_main(rest)
         elif name == "save_pretrained":
