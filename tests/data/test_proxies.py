@@ -235,4 +235,4 @@ def test_a_trained_model_answers_alike_from_originals_and_proxies(sources: dict[
     original, proxied = probabilities
     assert original.max(-1).values.min() > 0.6, "the model did not learn: nothing to compare"
     assert torch.equal(original.argmax(-1), proxied.argmax(-1))
-    assert (original - proxied).abs().max() <= 0.05
+    assert (original - proxied).abs().max() <= 0.02  # the tolerance docs/data.md gives, measured on real footage
