@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from video_cnn_rnn.data.balance import describe_balance
 from video_cnn_rnn.reports import RunReports
 
 PROG = "video-cnn-rnn"
@@ -100,6 +101,13 @@ def folder_line(label: str, folder: str | Path | None) -> list[str]:
     return [f"{label}: {folder}" + (f" ({', '.join(files)})" if files else "")]
 
 
+def balance_lines(data: Any) -> list[str]:
+    """The training split's counts and what ``data.balance`` made of them (a sampler, loss weights, or nothing)."""
+    if "train" not in getattr(data, "datasets", {}) or not hasattr(data, "class_counts"):
+        return []
+    return [describe_balance(data.hparams.get("balance") or "none", data.class_counts("train"))]
+
+
 def crop_lines(data: Any, reports: str | Path | None) -> list[str]:
     """With ``crop: motion``: how many videos fell back to the centre square, from the reports' list of them."""
     if data.hparams.get("crop") != "motion":
@@ -133,6 +141,7 @@ def fit_summary_lines(trainer: Any, data: Any, argv: list[str]) -> list[str]:
     lines = [f"fit done. {epochs_line(trainer)}"]
     lines += class_lines(split_counts(data), data.class_names or [])
     lines.append(split_rule_line(data))
+    lines += balance_lines(data)
     lines += checkpoint_lines(trainer)
     lines += crop_lines(data, trainer.log_dir)
     lines += folder_line("run folder", trainer.log_dir)
