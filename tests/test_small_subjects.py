@@ -115,7 +115,9 @@ def test_motion_crop_gives_one_answer_on_every_path(wide_clips: Path, tmp_path: 
     model = VideoClassifier.load_from_checkpoint(checkpoint)
     model.save_pretrained(tmp_path / "folder")
     reloaded = VideoClassifier.from_pretrained(tmp_path / "folder")
-    main(["export", "--ckpt_path", str(checkpoint), "--format", "exported_program", "--output", str(tmp_path / "m.pt2")])
+    main(
+        ["export", "--ckpt_path", str(checkpoint), "--format", "exported_program", "--output", str(tmp_path / "m.pt2")]
+    )
     exported = torch.export.load(str(tmp_path / "m.pt2")).module()
     sidecar = json.loads((tmp_path / "m.pt2.json").read_text())
     assert sidecar["crop"] == "motion"

@@ -26,7 +26,9 @@ def _scene(num_frames: int, subject_at: tuple[int, int] | None, seed: int = 0, p
     background = blocks.repeat(8, 0).repeat(8, 1)
     frames = []
     for i in range(num_frames):
-        frame = np.roll(background, 3 * i, axis=1)[:HEIGHT, :WIDTH].copy() if pan else background[:HEIGHT, :WIDTH].copy()
+        frame = (
+            np.roll(background, 3 * i, axis=1)[:HEIGHT, :WIDTH].copy() if pan else background[:HEIGHT, :WIDTH].copy()
+        )
         if subject_at is not None:
             row, col = subject_at
             col += int(10 * np.sin(i))  # [-10, 10] px around its place
