@@ -32,10 +32,10 @@ import torch.nn.functional as F
 # small as a third of the short side still has img_size pixels.
 MOTION_ZOOM = 3
 ANALYSIS_SIDE = 96  # short side of the motion map, in pixels
-ENERGY_SHARE = 0.6  # the box holds this share of the motion energy ...
-MARGIN = 1.25  # ... and is this much wider
+ENERGY_SHARE = 0.9  # the box holds nearly all the motion energy (the whole action, not its core) ...
+MARGIN = 1.1  # ... and is a little wider
 MIN_MOTION = 3.0  # grey levels (of 255) above the median difference: less is no motion
-WHOLE_FRAME = 0.9  # a box this share of the short side or more is the whole frame: fall back
+WHOLE_FRAME = 0.75  # a box this share of the short side or more gains too little resolution to risk: fall back
 NO_MOTION = "no motion in the clip"
 EVERYWHERE = "motion everywhere (a moving camera, or a subject filling the frame)"
 TOO_SHORT = "one frame: no motion to measure"
