@@ -259,6 +259,7 @@ def _predict(callback, trainer, module, batches: list[tuple[dict, dict]]) -> Non
     for index, (outputs, batch) in enumerate(batches):
         callback.on_predict_batch_end(trainer, module, outputs, batch, index)
     callback.on_predict_end(trainer, module)
+    callback.teardown(trainer, module, "predict")  # where the held lines are said, after the progress bar's end
 
 
 def _predict_batch(paths: list[str], probs: list[list[float]], lengths: list[int] | None = None, clips: int = 0):

@@ -26,7 +26,11 @@ def _trainer(tmp_path: Path, monitor: str | None = "val_loss", score: float | No
         last_model_path=str(tmp_path / "checkpoints/last.ckpt"),
     )
     return SimpleNamespace(
-        current_epoch=3, max_epochs=10, global_step=12, checkpoint_callback=callback, log_dir=str(tmp_path)
+        current_epoch=3,
+        max_epochs=10,
+        global_step=12,
+        checkpoint_callback=callback,
+        loggers=[SimpleNamespace(log_dir=str(tmp_path))],
     )
 
 

@@ -118,6 +118,14 @@ def crop_lines(data: Any, reports: str | Path | None) -> list[str]:
     return [f"motion crop: {count} video(s) fell back to the centre square (no motion, or motion everywhere){where}"]
 
 
+def run_folder(trainer: Any) -> str | None:
+    """``trainer.log_dir`` without its collective call: the summary prints on global rank 0 alone, once DDP's other
+    ranks have finished, so a broadcast there would wait for peers that are gone."""
+    logger = trainer.loggers[0] if getattr(trainer, "loggers", None) else None
+    folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+    return folder or getattr(trainer, "default_root_dir", None)
+
+
 def config_args(argv: list[str]) -> list[str]:
     """The ``--config`` arguments of ``argv``, for the next command to reuse."""
     found = []
@@ -143,8 +151,8 @@ def fit_summary_lines(trainer: Any, data: Any, argv: list[str]) -> list[str]:
     lines.append(split_rule_line(data))
     lines += balance_lines(data)
     lines += checkpoint_lines(trainer)
-    lines += crop_lines(data, trainer.log_dir)
-    lines += folder_line("run folder", trainer.log_dir)
+    lines += crop_lines(data, run_folder(trainer))
+    lines += folder_line("run folder", run_folder(trainer))
     checkpoint = best_checkpoint(trainer)
     if checkpoint:
         test = data.hparams.get("test") or "path/to/test_videos"
@@ -161,8 +169,8 @@ def test_summary_lines(trainer: Any, model: Any, data: Any, reports: Path, argv:
     ]
     lines += crop_lines(data, reports)
     lines += folder_line("reports", reports)
-    if Path(trainer.log_dir or reports) != reports:
-        lines += folder_line("logs", trainer.log_dir)
+    if Path(run_folder(trainer) or reports) != reports:
+        lines += folder_line("logs", run_folder(trainer))
     checkpoint = trainer.ckpt_path
     if checkpoint:
         lines.append("next: " + command("predict", argv, "--ckpt_path", checkpoint, "--data.predict", "path/to/videos"))
@@ -180,7 +188,7 @@ def predict_summary_lines(reports: Path) -> list[str]:
 def validate_summary_lines(trainer: Any) -> list[str]:
     values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     shown = ", ".join(f"{key} {value:.4f}" for key, value in sorted(values.items()))
-    return [f"validate done: {shown or 'no metrics'}", *folder_line("logs", trainer.log_dir)]
+    return [f"validate done: {shown or 'no metrics'}", *folder_line("logs", run_folder(trainer))]
 
 
 def cv_summary_lines(output: Path) -> list[str]:
@@ -202,7 +210,7 @@ def print_summary(cli: Any, argv: list[str]) -> None:
     if not trainer.is_global_zero or not trainer.state.finished:
         return  # e.g. predict --timeline.window_s, which runs no Trainer loop and says what it wrote itself
     reports = next((callback for callback in trainer.callbacks if isinstance(callback, RunReports)), None)
-    folder = Path(getattr(reports, "_folder", None) or trainer.log_dir or trainer.default_root_dir)
+    folder = Path(getattr(reports, "_folder", None) or run_folder(trainer) or trainer.default_root_dir)
     if cli.subcommand == "fit":
         lines = fit_summary_lines(trainer, cli.datamodule, argv)
     elif cli.subcommand == "test":
