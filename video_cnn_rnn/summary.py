@@ -105,7 +105,11 @@ def balance_lines(data: Any) -> list[str]:
     """The training split's counts and what ``data.balance`` made of them (a sampler, loss weights, or nothing)."""
     if "train" not in getattr(data, "datasets", {}) or not hasattr(data, "class_counts"):
         return []
-    return [describe_balance(data.hparams.get("balance") or "none", data.class_counts("train"))]
+    try:
+        counts = data.class_counts("train")
+    except TypeError:  # shards (data.streaming): the labels are inside the chunks, not counted up front
+        return []
+    return [describe_balance(data.hparams.get("balance") or "none", counts)]
 
 
 def crop_lines(data: Any, reports: str | Path | None) -> list[str]:
