@@ -164,7 +164,7 @@ def seed_loop(path: str) -> int:
 
 
 def load_clip_fn(backend: str, sampling: str):
-    from video_cnn_rnn.data.decoding import load_clip
+    from video_cnn_rnn.data.decode import load_clip
 
     def run(path: str) -> int:
         return load_clip(path, num_frames=NUM_FRAMES, img_size=IMG_SIZE, sampling=sampling, backend=backend)[1]
@@ -302,7 +302,7 @@ def peak_rss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sys.argv = ["bench"]
 from benchmarks.bench_data import seed_load_video
-from video_cnn_rnn.data.decoding import load_clip
+from video_cnn_rnn.data.decode import load_clip
 method, path, warm = {method!r}, {path!r}, {warm!r}
 def run(p):
     if method == "seed":

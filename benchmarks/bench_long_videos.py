@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_data import encode_video  # noqa: E402
 
-from video_cnn_rnn.data import readers  # noqa: E402
-from video_cnn_rnn.data.decoding import load_clip  # noqa: E402
+from video_cnn_rnn.data.decode import _readers as readers  # noqa: E402
+from video_cnn_rnn.data.decode import load_clip  # noqa: E402
 from video_cnn_rnn.hardware import describe_machine  # noqa: E402
 
 NUM_FRAMES, IMG_SIZE = 16, 160

@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_real import hardware  # noqa: E402
 
-import video_cnn_rnn.data.probe as probe  # noqa: E402
 from video_cnn_rnn.data.dataset import VideoDataset  # noqa: E402
+from video_cnn_rnn.data.decode import _probe as probe  # noqa: E402
 from video_cnn_rnn.extraction import build_feature_cache  # noqa: E402
 from video_cnn_rnn.models.classifier import VideoClassifier  # noqa: E402
 

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import time_interleaved  # noqa: E402
 
-from video_cnn_rnn.data.windows import iter_windows  # noqa: E402
+from video_cnn_rnn.data.decode import iter_windows  # noqa: E402
 from video_cnn_rnn.hardware import default_precision, describe_machine  # noqa: E402
 from video_cnn_rnn.models.classifier import VideoClassifier  # noqa: E402
 from video_cnn_rnn.models.windowed import iter_timeline  # noqa: E402

@@ -124,7 +124,7 @@ def make_mutants(sources: Sequence[Path], per_file: int, seed: int, folder: Path
 
 
 def _describe(error: BaseException, path: str) -> dict:
-    from video_cnn_rnn.data.decoding import VideoDecodeError
+    from video_cnn_rnn.data.decode import VideoDecodeError
 
     message = str(error)
     return {
@@ -153,7 +153,7 @@ _ORIGINALS: dict[str, object] = {}
 
 def _original_frames(path: str):
     """Every frame of an original, as the fuzzed decode scales it (cached per worker)."""
-    from video_cnn_rnn.data.decoding import decode_frames
+    from video_cnn_rnn.data.decode import decode_frames
 
     if path not in _ORIGINALS:
         _ORIGINALS[path] = decode_frames(path, lambda n, fps: list(range(n)), IMG_SIZE, "pyav", None)
@@ -165,7 +165,7 @@ def _compare(mutant: Mutant) -> dict:
     indices, and whether damage was reported. Uses the planner ``decoding._decode`` for the frames' places."""
     import numpy as np
 
-    from video_cnn_rnn.data import decoding
+    from video_cnn_rnn.data.decode import _clips as decoding
     from video_cnn_rnn.data.sampling import sample_indices
 
     counts: list[int] = []
@@ -215,7 +215,7 @@ def run_one(mutant: Mutant, decode_timeout: float, compare: bool) -> dict:
     import torch
 
     from video_cnn_rnn.data import VideoDataset, collate_clips, load_clip
-    from video_cnn_rnn.data.decoding import DamagedVideoError
+    from video_cnn_rnn.data.decode import DamagedVideoError
 
     result: dict = {"mutant": mutant.path, "mutation": mutant.mutation}
     kwargs = dict(num_frames=NUM_FRAMES, img_size=IMG_SIZE, decode_timeout=decode_timeout)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from video_cnn_rnn.cli import main
-from video_cnn_rnn.data.decoding import DamagedVideoError, VideoDecodeError
+from video_cnn_rnn.data.decode import DamagedVideoError, VideoDecodeError
 from video_cnn_rnn.errors import CheckpointError, load_checkpoint, user_error
 
 

@@ -196,7 +196,7 @@ def test_upload_over_the_size_limit(model: VideoClassifier, video_dir: dict[str,
 def test_decode_errors_and_failures_are_one_readable_line(
     model: VideoClassifier, video_dir: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from video_cnn_rnn.data.decoding import VideoDecodeError
+    from video_cnn_rnn.data.decode import VideoDecodeError
 
     def undecodable(path: str, top_k: int = 5) -> None:
         raise VideoDecodeError(f"{path}: no frame could be decoded")

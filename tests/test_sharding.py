@@ -215,7 +215,7 @@ def test_a_chunk_cut_short_is_named_with_both_sizes(shard_root, tmp_path):
 
 
 def test_an_item_that_does_not_parse_follows_on_error_naming_its_chunk(shard_root, tmp_path):
-    from video_cnn_rnn.data.decoding import VideoDecodeError
+    from video_cnn_rnn.data.decode import VideoDecodeError
 
     broken = tmp_path / "broken"
     shutil.copytree(shard_root, broken)

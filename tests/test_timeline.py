@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from video_cnn_rnn.cli import run_cli
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decode import VideoDecodeError, iter_windows
 from video_cnn_rnn.data.synthetic import make_clip, write_video
-from video_cnn_rnn.data.windows import iter_windows
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.timeline import merge_segments, plot_timeline, run_timeline, write_timeline
 

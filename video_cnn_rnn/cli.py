@@ -28,9 +28,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from video_cnn_rnn import verbosity
 from video_cnn_rnn.cli_help import LIGHTNING_SUBCOMMANDS, PROG, SUBCOMMANDS, help_request, unknown_flag_line
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.data.decode import check_window
 from video_cnn_rnn.data.frame_settings import FRAME_SETTINGS
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
-from video_cnn_rnn.data.windows import check_window
 from video_cnn_rnn.errors import load_checkpoint, report
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.hardware import configure_cuda, default_precision

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from video_cnn_rnn.data.annotations import ManifestError
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decode import VideoDecodeError
 from video_cnn_rnn.data.feature_cache import FeatureStoreError
 
 TRACEBACK_VARIABLE = "VIDEO_CNN_RNN_TRACEBACK"

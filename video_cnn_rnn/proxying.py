@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from video_cnn_rnn.data.annotations import read_unlabelled
-from video_cnn_rnn.data.decoding import check_crop
+from video_cnn_rnn.data.crops import check_crop
 from video_cnn_rnn.data.proxies import Outcome, ProxySettings, ProxyStore
 
 _STORE: ProxyStore | None = None  # each worker process's own

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from video_cnn_rnn.data.decoding import VideoDecodeError, load_clip
+from video_cnn_rnn.data.decode import VideoDecodeError, load_clip
 from video_cnn_rnn.data.frame_settings import clip_arguments, frame_settings
 from video_cnn_rnn.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from video_cnn_rnn.data.synthetic import make_clip, write_video
@@ -90,7 +90,7 @@ def probe_duration(path: Path, name: str) -> float | None:
     """The video's duration in seconds from its header (nothing decoded; None when the header has none).
 
     Raises UploadError naming ``name`` when the file is empty or not a video PyAV can open."""
-    import av  # header probing only; data/readers.py owns decoding
+    import av  # header probing only; data/decode/ owns decoding
 
     if path.stat().st_size == 0:
         raise UploadError(f"{name} is empty (0 bytes): choose a video file.")

@@ -387,7 +387,7 @@ def test_datamodule_skip_bad_videos_in_loader(synthetic_root, video_dir, tmp_pat
     assert sum(len(b["paths"]) for b in batches) == 4
     strict = VideoDataModule(**kwargs, **_small())
     with pytest.raises(VideoDecodeError, match="2 of 6 videos cannot be decoded: .*zero.mp4"):
-        strict.setup("test")  # every video probed before the first batch (data/probe.py)
+        strict.setup("test")  # every video probed before the first batch (data/decode/_probe.py)
 
 
 def test_datamodule_warn_drops_missing_and_undecodable_files_and_keeps_damaged_ones(

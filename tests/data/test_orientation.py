@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from video_cnn_rnn.data import VideoDataset, readers
+from video_cnn_rnn.data import VideoDataset
 from video_cnn_rnn.data.crops import to_clip
-from video_cnn_rnn.data.decoding import BACKENDS, decode_frames, load_clip, load_clips
+from video_cnn_rnn.data.decode import BACKENDS, decode_frames, iter_windows, load_clip, load_clips
+from video_cnn_rnn.data.decode import _readers as readers
+from video_cnn_rnn.data.frames import Scale
 from video_cnn_rnn.data.orientation import UPRIGHT, Orientation, from_display_matrix
-from video_cnn_rnn.data.readers import Scale
 from video_cnn_rnn.data.synthetic import write_video
-from video_cnn_rnn.data.windows import iter_windows
 
 if TYPE_CHECKING:
     from conftest import AddDisplayRotation

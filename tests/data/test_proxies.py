@@ -18,7 +18,7 @@ import torch
 
 from video_cnn_rnn.data import proxies
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import DamagedVideoError, load_clip
+from video_cnn_rnn.data.decode import DamagedVideoError, load_clip
 from video_cnn_rnn.data.feature_cache import frame_settings
 from video_cnn_rnn.data.proxies import ProxySettings, ProxyStore, proxy_checks_out, proxy_name
 from video_cnn_rnn.data.synthetic import make_clip, write_video

@@ -5,7 +5,7 @@ from video_cnn_rnn.data.augment import ClipAugment
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import DamagedVideoError, VideoDecodeError, load_clip, load_clips
+from video_cnn_rnn.data.decode import DamagedVideoError, VideoDecodeError, load_clip, load_clips
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import generate_synthetic_dataset
 

@@ -19,12 +19,12 @@ from video_cnn_rnn.data.annotations import (
 )
 from video_cnn_rnn.data.augment import ClipAugment
 from video_cnn_rnn.data.balance import Balance, check_balance, count_classes, index_labels
+from video_cnn_rnn.data.crops import Crop
 from video_cnn_rnn.data.dataset import OnError, VideoDataset
-from video_cnn_rnn.data.decoding import Backend, Crop
+from video_cnn_rnn.data.decode import Backend, check_videos
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.frame_settings import FrameSettingsMixin
 from video_cnn_rnn.data.loaders import evaluation_sampler, loader_settings, training_sampler, video_loader
-from video_cnn_rnn.data.probe import check_videos
 from video_cnn_rnn.data.sampling import SamplingMode
 from video_cnn_rnn.data.shard_source import ShardSource
 

@@ -9,16 +9,8 @@ from typing import Any, BinaryIO, Literal
 import torch
 from torch.utils.data import Dataset
 
-from video_cnn_rnn.data.decoding import (
-    Backend,
-    Crop,
-    Damage,
-    VideoDecodeError,
-    check_crop,
-    describe_damage,
-    load_clip,
-    load_clips,
-)
+from video_cnn_rnn.data.crops import Crop, check_crop
+from video_cnn_rnn.data.decode import Backend, Damage, VideoDecodeError, describe_damage, load_clip, load_clips
 from video_cnn_rnn.data.motion import SETTINGS as MOTION_SETTINGS
 from video_cnn_rnn.data.motion import MotionBox
 from video_cnn_rnn.data.proxies import ProxySettings, ProxyStore

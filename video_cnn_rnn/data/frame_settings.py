@@ -13,7 +13,7 @@ read a video; the others then take the data module's defaults (``DEFAULTS``). Ev
 from collections.abc import Mapping
 from typing import Any
 
-from video_cnn_rnn.data.decoding import Crop
+from video_cnn_rnn.data.crops import Crop
 from video_cnn_rnn.data.sampling import SamplingMode
 
 # What one clip of a video looks like: the arguments of load_clip and iter_windows of these names.

@@ -39,19 +39,19 @@ class Scale:
         return max(floor, round(width * scale)), max(floor, round(height * scale))
 
 
-def _open(source: Source):
+def open_video(source: Source):
     """``av.open`` for a path or a file-like object; each pass reads a file-like object from its start."""
     if not isinstance(source, str):
         source.seek(0)
     return av.open(source)
 
 
-def _name(source: Source) -> str:
+def source_name(source: Source) -> str:
     """What messages call ``source``: its path, or a file-like object's ``name`` (the video's source path)."""
     return source if isinstance(source, str) else str(getattr(source, "name", "<video bytes>"))
 
 
-class _RGBConverter:
+class RGBConverter:
     """Decoded PyAV frames -> upright RGB uint8 [H, W, 3], scaled by ``scale`` first, then turned by the frame's
     display matrix (``path`` names the file in the warning about a matrix that is not a quarter turn).
 
@@ -73,7 +73,7 @@ class _RGBConverter:
         return orientation.apply(self._to_rgb.reformat(frame, format="rgb24").to_ndarray())
 
 
-def _single_threaded_video(container):
+def single_threaded_video(container):
     """The first video stream, decoded on one thread, as decord's readers are: parallelism comes from
     DataLoader workers, and a decoder thread pool per worker oversubscribes the cores."""
     stream = container.streams.video[0]

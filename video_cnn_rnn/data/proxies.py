@@ -41,9 +41,9 @@ import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
-from video_cnn_rnn.data.damage import _DamageWatch, _ffmpeg_errors
-from video_cnn_rnn.data.decoding import decoded_short_side, describe_damage
-from video_cnn_rnn.data.frames import Scale, _single_threaded_video
+from video_cnn_rnn.data.crops import decoded_short_side
+from video_cnn_rnn.data.decode import DamageWatch, describe_damage, ffmpeg_errors
+from video_cnn_rnn.data.frames import Scale, single_threaded_video
 from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation
 
 PROXY_FORMAT = 1
@@ -168,7 +168,7 @@ def _shown_frames(path: str) -> tuple[int, int, int, Fraction]:
     """(frames, stored width, stored height, average rate) of the source, by demuxing alone: frames as the packet
     index counts them (``packets._packet_index``), which is what the samplers pick among."""
     with av.open(path) as container:
-        stream = _single_threaded_video(container)
+        stream = single_threaded_video(container)
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         frames = sum(1 for packet in container.demux(stream) if packet.size > 0 and not packet.is_discard)
         return frames, stream.codec_context.width, stream.codec_context.height, Fraction(rate)
@@ -204,9 +204,9 @@ def _transcode(path: str, size: tuple[int, int], writer: _ProxyWriter) -> int:
     scaler, to_rgb = VideoReformatter(), VideoReformatter()
     orientation = FrameOrientation(path)
     count = 0
-    with _ffmpeg_errors() as log, av.open(path) as container:
-        stream = _single_threaded_video(container)
-        watch = _DamageWatch(stream, lambda pts: None, log, counting=True)
+    with ffmpeg_errors() as log, av.open(path) as container:
+        stream = single_threaded_video(container)
+        watch = DamageWatch(stream, lambda pts: None, log, counting=True)
         try:
             for packet in container.demux(stream):
                 watch.packet(packet)

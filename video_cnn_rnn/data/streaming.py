@@ -31,9 +31,8 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decode import VideoDecodeError, probe_pyav
 from video_cnn_rnn.data.frames import Source
-from video_cnn_rnn.data.packets import probe_pyav
 from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
 from video_cnn_rnn.data.shard_checks import FIX, check_split
 
@@ -132,7 +131,7 @@ def video_info(source: Source) -> dict[str, Any]:
 
     probe = probe_pyav(source, past_the_end)
     if probe.damage:
-        from video_cnn_rnn.data.decoding import describe_damage
+        from video_cnn_rnn.data.decode import describe_damage
 
         raise ValueError(describe_damage(probe.damage))
     index = probe.index

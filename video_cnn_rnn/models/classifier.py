@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics import MeanMetric, MetricCollection
 
 from video_cnn_rnn.data.balance import loss_weights
-from video_cnn_rnn.data.decoding import Crop
+from video_cnn_rnn.data.crops import Crop
 from video_cnn_rnn.models.backbone import FreezePolicy
 from video_cnn_rnn.models.heads import HeadKind, Pooling
 from video_cnn_rnn.models.hparams import (

@@ -66,7 +66,7 @@ class PredictionMixin:
 
         Each window is one clip sampled from its frames with this model's ``num_frames``, ``img_size``, ``crop`` and
         ``sampling`` (``eval_clips`` / ``eval_flip`` are not applied); the file is decoded once, streaming
-        (``video_cnn_rnn.data.windows``). Rows: ``{"path", "start_s", "end_s", "probs": [one per class],
+        (``video_cnn_rnn.data.decode.iter_windows``). Rows: ``{"path", "start_s", "end_s", "probs": [one per class],
         "top_k": [(class name, probability)], "note"}``. A file that fails mid-way raises ``VideoDecodeError``
         with ``on_error="raise"``; otherwise it warns and returns the rows of the windows read before the failure.
         """

@@ -2,7 +2,7 @@
 ``VideoClassifier.predict_timeline``, the CLI's timeline mode (``video_cnn_rnn.timeline.run_timeline``, which also
 writes the files) and ``serve`` (through ``predict_timeline``).
 
-The windows of ``video_cnn_rnn.data.windows.iter_windows`` are decoded on a background thread (PyAV and torch
+The windows of ``video_cnn_rnn.data.decode.iter_windows`` are decoded on a background thread (PyAV and torch
 both release the GIL), a few batches ahead, while batches of ``batch_size`` windows go through the network, so
 decoding and the backbone overlap and memory stays bounded by the queue.
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from video_cnn_rnn.data.decoding import Crop, VideoDecodeError
+from video_cnn_rnn.data.crops import Crop
+from video_cnn_rnn.data.decode import VideoDecodeError, Window, check_window, iter_windows
 from video_cnn_rnn.data.frame_settings import clip_arguments, frame_settings
 from video_cnn_rnn.data.sampling import SamplingMode
-from video_cnn_rnn.data.windows import Window, check_window, iter_windows
 from video_cnn_rnn.models.network import VideoNetwork
 
 _DONE = object()

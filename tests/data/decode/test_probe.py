@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import video_cnn_rnn.data.probe as probe
 from video_cnn_rnn.data.datamodule import VideoDataModule
-from video_cnn_rnn.data.decoding import VideoDecodeError
+from video_cnn_rnn.data.decode import VideoDecodeError
+from video_cnn_rnn.data.decode import _probe as probe
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """What PyAV learns of a video before decoding it, by demuxing alone: the packet index (each shown packet's pts and
 whether it is a keyframe, in decode order), whether pts give display order, the frames wanted, and what reading them
-costs with seeks (``seek_stretches``) against one sequential pass. ``readers.py`` decodes by it; ``decoding.py``'s
+costs with seeks (``seek_stretches``) against one sequential pass. ``_readers.py`` decodes by it; ``_clips.py``'s
 planner chooses decord's random access by it (``random_access_pays``).
 """
 
@@ -8,20 +8,20 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from video_cnn_rnn.data.damage import Damage, _DamageWatch, _ffmpeg_errors
-from video_cnn_rnn.data.frames import Source, _open, _single_threaded_video
+from video_cnn_rnn.data.decode._damage import Damage, DamageWatch, ffmpeg_errors
+from video_cnn_rnn.data.frames import Source, open_video, single_threaded_video
 
 # Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
 # sequential pass (which also drops unwanted B-frames): on 320x240 files of 60 s with a keyframe a second, decord
 # decoded 1/6 of the frames and was still ~1.06x slower (benchmarks/bench_data.py, 1b, an earlier release). Random
 # access goes to decord only where it decodes less than 1/8 of what the pass would; elsewhere PyAV seeks itself
-# where that pays (readers._PYAV_SEEK_GAIN).
+# where that pays (_readers._PYAV_SEEK_GAIN).
 _DECORD_RELATIVE_COST = 8.0
 # Picks frame indices from (number of frames in the video, its frame rate).
 IndexPicker = Callable[[int, float | None], list[int]]
 
 
-def _packet_index(container, stream, watch: "_DamageWatch") -> list[tuple[int | None, bool]]:
+def _packet_index(container, stream, watch: "DamageWatch") -> list[tuple[int | None, bool]]:
     """(pts, is keyframe) of every shown video packet in decode order, read by demuxing alone (no decoding).
     Frame i of the video is the packet with the i-th smallest pts. ``watch`` notes what the demuxer reports.
 
@@ -68,13 +68,13 @@ class PyAVProbe:
 
 def probe_pyav(path: Source, pick: IndexPicker) -> PyAVProbe:
     """Pick the frames (over the packets present, which a truncated file's header overstates) by demuxing alone."""
-    with _ffmpeg_errors() as log, _open(path) as container:
-        stream = _single_threaded_video(container)
+    with ffmpeg_errors() as log, open_video(path) as container:
+        stream = single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         wanted = pick(stream.frames, fps) if stream.frames > 0 else []
         if wanted and wanted == list(range(len(wanted))):
             return PyAVProbe(wanted, [], False)
-        watch = _DamageWatch(stream, lambda pts: None, log)
+        watch = DamageWatch(stream, lambda pts: None, log)
         index = _packet_index(container, stream, watch)
         watch.short(container, stream, len(index))
         wanted = pick(len(index), fps) if index else []

@@ -12,9 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from video_cnn_rnn.data import VideoDataset, collate_clips, decoding, packets, readers
-from video_cnn_rnn.data.decoding import BACKENDS, DamagedVideoError, VideoDecodeError, decode_frames, load_clip
-from video_cnn_rnn.data.readers import Damage, Decoded
+from video_cnn_rnn.data import VideoDataset, collate_clips
+from video_cnn_rnn.data.decode import BACKENDS, Damage, DamagedVideoError, VideoDecodeError, decode_frames, load_clip
+from video_cnn_rnn.data.decode import _clips as decoding
+from video_cnn_rnn.data.decode import _packets as packets
+from video_cnn_rnn.data.decode import _readers as readers
+from video_cnn_rnn.data.decode._readers import Decoded
+from video_cnn_rnn.data.frames import RGBConverter, Scale
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import make_clip, write_video
 
@@ -184,7 +188,7 @@ def gop_videos(tmp_path_factory) -> dict[str, Path]:
 def _full_decode(path: Path, short_side: int) -> np.ndarray:
     """Every frame, in the decoder's output (display) order: the reference the fast paths must equal."""
     with av.open(str(path)) as container:
-        to_rgb = readers._RGBConverter(readers.Scale(short_side))
+        to_rgb = RGBConverter(Scale(short_side))
         return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
@@ -612,7 +616,7 @@ def test_a_damage_list_keeps_the_frames_that_decoded_cleanly(codec_videos, name)
         frames, positions = decoding._decode_checked(
             damaged,
             lambda n, fps, c=count, s=sampling: sample_indices(n, c, s),
-            readers.Scale(24),
+            Scale(24),
             "pyav",
             None,
             damage,

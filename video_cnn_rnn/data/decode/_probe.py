@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from video_cnn_rnn.data.decoding import Backend, VideoDecodeError, decode_frames
+from video_cnn_rnn.data.decode._clips import Backend, VideoDecodeError, decode_frames
 
 CACHE_VARIABLE = "VIDEO_CNN_RNN_PROBE_CACHE"
 # Decoding one small frame: the threads wait on FFmpeg (which releases the GIL) and on the disk.

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from video_cnn_rnn.data import windows as windows_module
 from video_cnn_rnn.data.crops import to_clip
-from video_cnn_rnn.data.decoding import VideoDecodeError
-from video_cnn_rnn.data.readers import Scale, _RGBConverter
+from video_cnn_rnn.data.decode import VideoDecodeError, in_window, iter_windows
+from video_cnn_rnn.data.decode import _windows as windows_module
+from video_cnn_rnn.data.frames import RGBConverter, Scale
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import write_video
-from video_cnn_rnn.data.windows import in_window, iter_windows
 
 FPS = 10
 
@@ -40,7 +39,7 @@ def clip_5s5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _reference(path: Path, window_s: float, hop_s: float, num_frames: int, img_size: int, sampling: str):
     """Every frame decoded into memory, then each window sampled from the frames inside it."""
-    to_rgb = _RGBConverter(Scale(img_size))
+    to_rgb = RGBConverter(Scale(img_size))
     times, frames = [], []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
@@ -109,7 +108,7 @@ def test_truncated_file_keeps_the_windows_before_the_cut(tmp_path: Path) -> None
 
 
 def test_decoder_error_mid_way_keeps_earlier_windows(clip_5s5: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class FailingConverter(_RGBConverter):
+    class FailingConverter(RGBConverter):
         calls = 0
 
         def __call__(self, frame):
@@ -118,7 +117,7 @@ def test_decoder_error_mid_way_keeps_earlier_windows(clip_5s5: Path, monkeypatch
                 raise av.error.InvalidDataError(errno.EINVAL, "corrupt packet")
             return super().__call__(frame)
 
-    monkeypatch.setattr(windows_module, "_RGBConverter", FailingConverter)
+    monkeypatch.setattr(windows_module, "RGBConverter", FailingConverter)
     got = []
     with pytest.raises(VideoDecodeError, match=r"decoding failed at 3\.\d+ s after 2 window"):
         for window in iter_windows(clip_5s5, 2.0, 1.0, num_frames=4, img_size=32):
@@ -165,7 +164,7 @@ def long_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # Both videos in one process (one torch import): ru_maxrss only grows, so the hour's figure is the peak of both.
 _MEASURE = """
 import json, resource, sys, time
-from video_cnn_rnn.data.windows import iter_windows
+from video_cnn_rnn.data.decode import iter_windows
 for path in sys.argv[1:]:
     start = time.perf_counter()
     count = sum(1 for _ in iter_windows(path, 2.0, 1.0, num_frames=4, img_size=32))

@@ -4,13 +4,13 @@ FFmpeg conceals errors rather than failing, so a damaged stream decodes into fra
 patched from their neighbours. PyAV's passes watch every frame and packet they read: ``frame.is_corrupt`` (the
 decoder concealed errors in it: H.264, MPEG-4 Part 2), a packet the decoder rejects (``FFmpegError``: AV1, H.264
 slices it cannot parse), packets the demuxer flags corrupt (a cut AVI chunk), and errors the demuxer logs
-(``_ffmpeg_errors``: a damaged Matroska block, after which it loses frames without any other sign), errors the
+(``ffmpeg_errors``: a damaged Matroska block, after which it loses frames without any other sign), errors the
 decoder logs (a damaged H.264 slice header while it skips non-reference frames), and an AVI stream holding fewer
 packets than its header promises frames (cut short at a frame's end, or chunks lost; seen where the packet index
 is read, so not for ``first`` sampling).
 
-``Damage`` is one such note; ``_DamageWatch`` follows one pass over a file and notes what it meets;
-``_ffmpeg_errors`` collects what FFmpeg logs meanwhile; ``unique`` merges the notes of two passes.
+``Damage`` is one such note; ``DamageWatch`` follows one pass over a file and notes what it meets;
+``ffmpeg_errors`` collects what FFmpeg logs meanwhile; ``unique`` merges the notes of two passes.
 """
 
 from collections.abc import Callable, Iterator
@@ -46,7 +46,7 @@ class Damage:
 
 
 @contextmanager
-def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
+def ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
     """FFmpeg's error messages (level, source, text) logged in this thread while the block runs.
 
     PyAV drops FFmpeg's log unless a level is set, and by default drops a message identical to the previous one
@@ -61,11 +61,11 @@ def _ffmpeg_errors() -> Iterator[list[tuple[int, str, str]]]:
         yield logs
 
 
-class _DamageWatch:
+class DamageWatch:
     """Follows one pass over a file and notes the damage it meets (see the module's docstring for the signals).
 
     ``locate`` maps a timestamp to the frame's index in the video (None where timestamps cannot tell); ``log``
-    is the pass's ``_ffmpeg_errors()``: an error logged while the demuxer reads a packet (damage to the container,
+    is the pass's ``ffmpeg_errors()``: an error logged while the demuxer reads a packet (damage to the container,
     or, for H.264, to a slice header its parser reads) is noted at that packet; one the decoder logs, at the
     packet it decodes. The decoder's log is needed where it drops a damaged packet without an error: while it
     skips non-reference frames (``skip_frame=NONREF``), a reference frame whose slice header is damaged just

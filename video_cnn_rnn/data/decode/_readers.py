@@ -1,4 +1,4 @@
-"""Video readers for clips: the only module that imports decord; ``decoding.py`` chooses between the readers.
+"""Video readers for clips: the only module that imports decord; ``_clips.py`` chooses between the readers.
 
 Every reader takes a path (the PyAV readers also the encoded bytes as a seekable file-like object: ``Source``),
 an ``IndexPicker`` (frame count, frame rate -> the frame indices wanted) and a ``Scale``
@@ -23,8 +23,8 @@ wanted (the stream ended before its header's count, or damage lost some) send th
 - ``read_pyav_decodable``: for truncated and damaged files: counts the frames that decode, picks among them,
   decodes again.
 
-Damage (what it is, how it is seen): ``damage.py``; opening files and converting frames: ``frames.py``; the
-packet index and what seeking costs: ``packets.py``.
+Damage (what it is, how it is seen): ``_damage.py``; opening files and converting frames: ``frames.py``; the
+packet index and what seeking costs: ``_packets.py``.
 """
 
 import bisect
@@ -33,10 +33,16 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
-from video_cnn_rnn.data.damage import Damage, _DamageWatch, _ffmpeg_errors, unique
-from video_cnn_rnn.data.frames import Scale, Source, _name, _open, _RGBConverter, _single_threaded_video
+from video_cnn_rnn.data.decode._damage import Damage, DamageWatch, ffmpeg_errors, unique
+from video_cnn_rnn.data.decode._packets import (
+    IndexPicker,
+    PyAVProbe,
+    frames_decoded_with_seeks,
+    last_position,
+    seek_stretches,
+)
+from video_cnn_rnn.data.frames import RGBConverter, Scale, Source, open_video, single_threaded_video, source_name
 from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation, Orientation
-from video_cnn_rnn.data.packets import IndexPicker, PyAVProbe, frames_decoded_with_seeks, last_position, seek_stretches
 
 # PyAV's own seek costs no more than the frames it skips, so its pass seeks wherever that halves the frames decoded
 # (sparse frames of a long video with a keyframe every second or two: phone and HD footage, 6x faster at 1080p).
@@ -92,7 +98,7 @@ def decord_available() -> bool:
 def _probe_frame(path: str) -> tuple[int, int, Orientation]:
     """The stored (width, height) and the orientation of the first frame, which PyAV decodes to read it."""
     with av.open(path) as container:
-        stream = _single_threaded_video(container)
+        stream = single_threaded_video(container)
         for frame in container.decode(stream):
             return frame.width, frame.height, FrameOrientation(path)(frame)
         return stream.codec_context.width, stream.codec_context.height, Orientation()
@@ -128,7 +134,7 @@ def _display_index(display_pts: list[int], pts: int | None) -> int | None:
     return position if position < len(display_pts) and display_pts[position] == pts else None
 
 
-def _decoded(rows: dict[int, tuple[np.ndarray, bool]], keys: list, watch: _DamageWatch) -> Decoded:
+def _decoded(rows: dict[int, tuple[np.ndarray, bool]], keys: list, watch: DamageWatch) -> Decoded:
     """``Decoded`` of the wanted ``keys`` (pts or output positions, one per wanted frame) found in ``rows``."""
     positions = [j for j, key in enumerate(keys) if key in rows]
     if not positions:
@@ -137,7 +143,7 @@ def _decoded(rows: dict[int, tuple[np.ndarray, bool]], keys: list, watch: _Damag
     return Decoded(frames, positions, [rows[keys[j]][1] for j in positions], watch.finish())
 
 
-def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBConverter, log: list) -> Decoded:
+def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: RGBConverter, log: list) -> Decoded:
     """Decode the frames at display positions ``wanted`` in one sequential pass that stops after the last.
 
     With decoders that read ``skip_frame`` per packet (``_PER_PACKET_SKIP_CODECS``), packets of frames nobody
@@ -149,7 +155,7 @@ def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBCon
     wanted_pts = [display_pts[i] for i in wanted]
     missing = set(wanted_pts)
     found: dict[int, tuple[np.ndarray, bool]] = {}
-    watch = _DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
+    watch = DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
     codec, skip = stream.codec_context, "DEFAULT"
     can_skip = codec.name in _PER_PACKET_SKIP_CODECS
     try:
@@ -180,14 +186,14 @@ def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: _RGBCon
     return _decoded(found, wanted_pts, watch)
 
 
-def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter | None, log: list) -> Decoded:
+def _decode_counting(container, stream, wanted: list[int], to_rgb: RGBConverter | None, log: list) -> Decoded:
     """Decode to the last wanted frame, telling frames apart by their place in the decoder's output.
 
     ``to_rgb=None`` decodes the whole stream and keeps no frame: ``positions`` then counts the frames that came out.
     """
     wanted_set, last = set(wanted), max(wanted, default=None)
     rows: dict[int, tuple[np.ndarray, bool]] = {}
-    watch = _DamageWatch(stream, lambda pts: None, log, counting=True)
+    watch = DamageWatch(stream, lambda pts: None, log, counting=True)
     codec, count = stream.codec_context, 0
     try:
         for packet in container.demux(stream):
@@ -213,7 +219,7 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: _RGBConverter
     return _decoded(rows, wanted, watch)
 
 
-def _decode_seeking(container, stream, index, wanted: list[int], to_rgb: _RGBConverter, log: list) -> Decoded | None:
+def _decode_seeking(container, stream, index, wanted: list[int], to_rgb: RGBConverter, log: list) -> Decoded | None:
     """Decode the frames at display positions ``wanted`` stretch by stretch (``seek_stretches``), seeking to the
     keyframe that starts each; unwanted non-reference frames are dropped as in ``_decode_indexed``.
 
@@ -225,7 +231,7 @@ def _decode_seeking(container, stream, index, wanted: list[int], to_rgb: _RGBCon
     wanted_pts = [display_pts[i] for i in wanted]
     position_of = {pts: position for position, (pts, _) in enumerate(index)}
     found: dict[int, tuple[np.ndarray, bool]] = {}
-    watch = _DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
+    watch = DamageWatch(stream, lambda pts: _display_index(display_pts, pts), log)
     codec = stream.codec_context
     can_skip = codec.name in _PER_PACKET_SKIP_CODECS
     for first, last in seek_stretches(index, wanted, pts_ordered=True):
@@ -268,19 +274,19 @@ def read_pyav(path: Source, probe: PyAVProbe, scale: Scale | None) -> Decoded:
     frames where the stream ended before its header's count, or damage lost them)."""
     if not probe.wanted:
         return Decoded()
-    to_rgb = _RGBConverter(scale, _name(path))
+    to_rgb = RGBConverter(scale, source_name(path))
     indexed = probe.pts_ordered and not probe.is_prefix
     if indexed:
         seeking = frames_decoded_with_seeks(probe.index, probe.wanted, pts_ordered=True)
         if 0 < _PYAV_SEEK_GAIN * seeking < last_position(probe.index, probe.wanted, pts_ordered=True) + 1:
-            with _ffmpeg_errors() as log, _open(path) as container:
-                stream = _single_threaded_video(container)
+            with ffmpeg_errors() as log, open_video(path) as container:
+                stream = single_threaded_video(container)
                 decoded = _decode_seeking(container, stream, probe.index, probe.wanted, to_rgb, log)
             if decoded is not None:
                 decoded.damage = unique(probe.damage + decoded.damage)
                 return decoded
-    with _ffmpeg_errors() as log, _open(path) as container:
-        stream = _single_threaded_video(container)
+    with ffmpeg_errors() as log, open_video(path) as container:
+        stream = single_threaded_video(container)
         if indexed:
             decoded = _decode_indexed(container, stream, probe.index, probe.wanted, to_rgb, log)
         else:
@@ -292,16 +298,16 @@ def read_pyav(path: Source, probe: PyAVProbe, scale: Scale | None) -> Decoded:
 def read_pyav_decodable(path: Source, pick: IndexPicker, scale: Scale | None) -> Decoded:
     """For damaged and truncated files: count the frames that decode, pick among them, then decode again keeping
     only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
-    with _ffmpeg_errors() as log, _open(path) as container:
-        stream = _single_threaded_video(container)
+    with ffmpeg_errors() as log, open_video(path) as container:
+        stream = single_threaded_video(container)
         fps = float(stream.average_rate) if stream.average_rate else None
         counted = _decode_counting(container, stream, [], None, log)
     if not counted.positions:
         return counted
-    with _ffmpeg_errors() as log, _open(path) as container:
-        stream = _single_threaded_video(container)
+    with ffmpeg_errors() as log, open_video(path) as container:
+        stream = single_threaded_video(container)
         decoded = _decode_counting(
-            container, stream, pick(len(counted.positions), fps), _RGBConverter(scale, _name(path)), log
+            container, stream, pick(len(counted.positions), fps), RGBConverter(scale, source_name(path)), log
         )
     decoded.damage = unique(counted.damage + decoded.damage)
     return decoded
