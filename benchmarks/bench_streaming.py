@@ -35,7 +35,7 @@ NUM_FRAMES, IMG_SIZE = 20, 224
 
 def write(paths: list[Path], output: Path, short_side: int | None = None) -> float:
     """Shard ``paths`` into ``output``; the seconds it took."""
-    from video_cnn_rnn.sharding import write_shards
+    from video_cnn_rnn.data.shards.writer import write_shards
 
     start = time.perf_counter()
     write_shards({"train": [(str(p), 0) for p in paths]}, str(output), ["x"], short_side=short_side, overwrite=True)
@@ -50,7 +50,7 @@ def loaders(paths: list[Path], shards: Path, workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from video_cnn_rnn.data import VideoDataset, collate_clips
-    from video_cnn_rnn.data.streaming import ResumableStreamingLoader, ShardedVideoDataset
+    from video_cnn_rnn.data.shards.reader import ResumableStreamingLoader, ShardedVideoDataset
 
     settings = dict(num_frames=NUM_FRAMES, img_size=IMG_SIZE, sampling="uniform")
     found = {}
@@ -82,7 +82,7 @@ _MEMORY_PROBE = """
 import sys
 sys.path.insert(0, {repo!r})
 from video_cnn_rnn.data import VideoDataset
-from video_cnn_rnn.data.streaming import ShardedVideoDataset
+from video_cnn_rnn.data.shards.reader import ShardedVideoDataset
 dataset = ShardedVideoDataset({shards!r}, VideoDataset([], num_frames=20, img_size=224), shuffle=True, seed=0)
 count = sum(1 for _ in dataset)
 peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

@@ -157,7 +157,7 @@ class Inputs:
 
     def _shards(self) -> None:
         from video_cnn_rnn.data.annotations import read_csv
-        from video_cnn_rnn.sharding import write_shards
+        from video_cnn_rnn.data.shards.writer import write_shards
 
         items = [(path, 0) for path, _ in read_csv(self.data / "test.csv")]
         self.shards = self.folder / "shards"
@@ -168,7 +168,8 @@ class Inputs:
 
     def _read_shards(self) -> list[tuple[str, bytes, int]]:
         from video_cnn_rnn.data.dataset import VideoDataset
-        from video_cnn_rnn.data.streaming import ShardItems, read_manifest, unpack
+        from video_cnn_rnn.data.shards import read_manifest
+        from video_cnn_rnn.data.shards.reader import ShardItems, unpack
 
         count = read_manifest(str(self.shards))["splits"]["test"]["items"]
         items = ShardItems(str(self.shards / "test"), VideoDataset([], num_frames=4, img_size=32), count)

@@ -180,7 +180,7 @@ def shard_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     val), test (12) and predict (11 of the test videos: an odd count, so a rank padded by repeating a video would
     show), chunks of ~20 KB (a few videos each)."""
     pytest.importorskip("litdata")
-    from video_cnn_rnn.sharding import shard_main
+    from video_cnn_rnn.data.shards.writer import shard_main
 
     root = tmp_path_factory.mktemp("shards") / "synthetic"
     odd = root.parent / "predict.csv"

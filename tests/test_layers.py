@@ -23,7 +23,6 @@ LAYERS = {
     "serve": 2,
     "export": 2,
     "timeline": 2,
-    "sharding": 2,
     "proxying": 2,
     "errors": 2,
     "summary": 2,

@@ -298,7 +298,7 @@ def main(args: list[str] | None = None) -> None:
         if name == "synthetic":
             synthetic_main(rest)
         elif name == "shard":
-            from video_cnn_rnn.sharding import shard_main  # LitData: the streaming extra
+            from video_cnn_rnn.data.shards.writer import shard_main  # LitData: the streaming extra
 
             shard_main(rest)
         elif name == "proxy":

@@ -26,7 +26,7 @@ from video_cnn_rnn.data.feature_cache import FeatureCacheDataset
 from video_cnn_rnn.data.frame_settings import FrameSettingsMixin
 from video_cnn_rnn.data.loaders import evaluation_sampler, loader_settings, training_sampler, video_loader
 from video_cnn_rnn.data.sampling import SamplingMode
-from video_cnn_rnn.data.shard_source import ShardSource
+from video_cnn_rnn.data.shards import ShardSource
 
 
 class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
@@ -97,7 +97,7 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
             ``gs://`` / ``azure://`` URL with credentials in the environment), instead of ``train`` / ``val`` /
             ``test`` / ``predict``: its splits and class names are used. Training streams the shards through
             LitData (shuffled chunk-wise, sharded across ranks, nodes and workers with equal counts per rank;
-            resumable mid-epoch), evaluation and predict read every item exactly once. See ``streaming.py``.
+            resumable mid-epoch), evaluation and predict read every item exactly once. See ``video_cnn_rnn.data.shards``.
         streaming_cache: folder in which each run makes its own cache of a bucket's chunks (default: the
             system's temporary folder); a run never shares or reuses another's (litData#398).
         proxy_cache: folder of small, upright, short-GOP proxies that every split decodes instead (``proxies.py``).
@@ -294,7 +294,7 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
     def cache_datasets(self) -> dict[str, VideoDataset]:
         """The video datasets a feature cache holds: every configured labelled split (train, val, test), so fit,
         test and ``extract`` share one cache. A checkpoint's evaluation needs no training videos."""
-        if self._shards is not None:  # shard items stand in for VideoDatasets (data.streaming.ShardItems)
+        if self._shards is not None:  # shard items stand in for VideoDatasets (data.shards.reader.ShardItems)
             splits = self._shards.manifest["splits"]
             stages = [stage for stage, split in (("fit", "train"), ("test", "test")) if split in splits]
             return {name: data for stage in stages for name, data in self._shard_datasets(stage, cache=True).items()}

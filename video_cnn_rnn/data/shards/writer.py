@@ -5,7 +5,7 @@ video-cnn-rnn shard --train ... --output s3://bucket/shards/ucf101   # credentia
 
 Writes ``<output>/<split>/`` (LitData's ``index.json`` and chunks, via ``litdata.optimize``) for each split given
 (``val`` held out of ``train`` by the data module's group-aware split when not given), and the manifest
-``<output>/video_cnn_rnn_shards.json`` (``video_cnn_rnn.data.streaming``). Items are shuffled (seeded) before
+``<output>/video_cnn_rnn_shards.json`` (``video_cnn_rnn.data.shards``). Items are shuffled (seeded) before
 writing: LitData shuffles chunks and the items within a chunk, never across chunks (litData#797), so a chunk
 written in annotation order would hold one class.
 
@@ -44,9 +44,23 @@ from video_cnn_rnn.data.annotations import (
     split_train_val,
 )
 from video_cnn_rnn.data.dataset import ON_ERROR
-from video_cnn_rnn.data.shard_checks import chunk_crc32, index_digest
-from video_cnn_rnn.data.streaming import FORMAT, FORMAT_VERSION, MANIFEST_NAME, check_credentials, is_url, join
-from video_cnn_rnn.data.streaming import video_info as probe_video
+from video_cnn_rnn.data.decode import describe_damage, probe_pyav
+from video_cnn_rnn.data.frames import Source
+from video_cnn_rnn.data.shards._checks import chunk_crc32, index_digest
+from video_cnn_rnn.data.shards._manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    STREAMING_EXTRA,
+    check_credentials,
+    is_url,
+    join,
+)
+
+try:  # imported only by ``video-cnn-rnn shard``
+    import litdata  # noqa: F401
+except ImportError as error:
+    raise ImportError(STREAMING_EXTRA) from error
 
 
 def reencode(data: bytes, short_side: int, crf: int = 23) -> bytes:
@@ -72,13 +86,34 @@ def reencode(data: bytes, short_side: int, crf: int = 23) -> bytes:
     return output.getvalue()
 
 
+def video_info(source: Source) -> dict[str, Any]:
+    """Frame count, frame rate and keyframes (frame indices, display order) of a video, by demuxing alone.
+    Raises on a video the demuxer cannot read or reports damaged (``probe.damage``)."""
+    rate: list[float | None] = []
+
+    def past_the_end(num_video_frames: int, fps: float | None) -> list[int]:
+        rate.append(fps)
+        return [num_video_frames + 1]  # never a prefix, so the probe reads the whole packet index
+
+    probe = probe_pyav(source, past_the_end)
+    if probe.damage:
+        raise ValueError(describe_damage(probe.damage))
+    index = probe.index
+    if not index:
+        raise ValueError("no video packets")
+    # Display order: by pts where they give it (the readers' rule), else decode order.
+    order = sorted(range(len(index)), key=lambda i: index[i][0]) if probe.pts_ordered else range(len(index))
+    keyframes = [frame for frame, position in enumerate(order) if index[position][1]]
+    return {"num_frames": len(index), "fps": float(rate[-1] or 0.0), "keyframes": keyframes}
+
+
 def shard_item(entry: dict[str, Any], short_side: int | None = None, crf: int = 23) -> dict[str, Any]:
-    """One shard item (``data.streaming.ITEM_FIELDS``) from a probed entry; runs in ``litdata.optimize``'s workers."""
+    """One shard item (``video_cnn_rnn.data.shards.META_FIELDS``) from a probed entry; runs in ``litdata.optimize``'s workers."""
     data = Path(entry["path"]).read_bytes()
     info = {key: entry[key] for key in ("num_frames", "fps", "keyframes")}
     if short_side is not None:
         data = reencode(data, short_side, crf)
-        info = probe_video(io.BytesIO(data))
+        info = video_info(io.BytesIO(data))
     meta = {"path": entry["path"], "group": entry["group"], **info}
     # One JSON string: LitData would store a str naming a video file as that file (its VideoSerializer).
     return {"video": data, "label": entry["label"], "meta": json.dumps(meta)}
@@ -91,7 +126,7 @@ def probe_items(items: list[tuple[str, int]], on_error: str) -> tuple[list[dict[
         try:
             if not Path(path).is_file():
                 raise ValueError("no such file")
-            info = probe_video(path)
+            info = video_info(path)
         except Exception as error:  # anything the demuxer raises: the video cannot be read
             reason = str(error) or type(error).__name__
             if on_error == "raise":
@@ -164,7 +199,7 @@ def write_shards(
 
 def _split_record(output: str, split: str) -> dict[str, Any]:
     """The manifest's record of a written split: its chunk files and its ``index.json``'s digest, which tie the
-    index to this write (``data.shard_checks`` compares them before training)."""
+    index to this write (``check_split`` compares them before training)."""
     with tempfile.TemporaryDirectory() as folder:
         data = _read_bytes(join(output, split, "index.json"), Path(folder) / "index.json")
     chunks = [chunk["filename"] for chunk in json.loads(data)["chunks"]]
@@ -199,7 +234,7 @@ def _write_json(data: dict[str, Any], location: str) -> None:
 def shard_main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="video-cnn-rnn shard",
-        description="Write annotation sources as LitData shards for data.streaming (see video_cnn_rnn.sharding).",
+        description="Write annotation sources as LitData shards for data.streaming (see video_cnn_rnn.data.shards).",
     )
     parser.add_argument("--output", required=True, help="shard root: a folder, or s3:// gs:// azure:// URL")
     parser.add_argument("--train", help="training annotations (CSV, class folders or a UCF101 split file)")

@@ -1,11 +1,5 @@
-"""Videos from LitData shards (the ``streaming`` extra: ``pip install 'video_cnn_rnn[streaming]'``): the shard layout and its manifest, and datasets that decode shard items as clips.
-
-``video-cnn-rnn shard`` (``video_cnn_rnn.sharding``) writes one LitData dataset per split under a root (a local
-folder or a bucket URL): ``<root>/<split>/index.json`` and its chunks, and ``<root>/video_cnn_rnn_shards.json``,
-the manifest (class names, settings, the items per split and the chunk files, the format and package versions,
-the videos left out and why). An item is ``{"video", "label", "meta"}``: the video's encoded bytes, unchanged (or
-re-encoded), its label id (-1 when unlabelled), and a JSON string ``META_FIELDS``: its source path and group, and
-what a sampler needs without decoding (frame count, frame rate, the keyframes' frame indices in display order).
+"""Reading shards (the ``streaming`` extra: ``pip install 'video_cnn_rnn[streaming]'``): datasets that decode shard
+items as clips. Imports LitData, so only what uses shards imports it.
 
 Items decode through ``load_clip`` from the bytes in memory (``io.BytesIO``), with the same samplers, masks,
 crop and ``on_error`` policy as files (``VideoDataset.load_item``); errors name the item's source path.
@@ -20,127 +14,26 @@ crop and ``on_error`` policy as files (``VideoDataset.load_item``); errors name 
 import copy
 import io
 import json
-import os
 import random
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
 
-from video_cnn_rnn.data.annotations import ManifestError
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decode import VideoDecodeError, probe_pyav
-from video_cnn_rnn.data.frames import Source
+from video_cnn_rnn.data.decode import VideoDecodeError
 from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
-from video_cnn_rnn.data.shard_checks import FIX, check_split
+from video_cnn_rnn.data.shards._checks import FIX
+from video_cnn_rnn.data.shards._manifest import STREAMING_EXTRA
 
-try:  # this module is imported only where shards are used (data.streaming, video-cnn-rnn shard)
+try:  # imported only where shards are used (data.streaming, video-cnn-rnn shard)
     from litdata import StreamingDataLoader, StreamingDataset
 except ImportError as error:
-    raise ImportError("LitData shards need the streaming extra: pip install 'video_cnn_rnn[streaming]'") from error
+    raise ImportError(STREAMING_EXTRA) from error
 
-MANIFEST_NAME = "video_cnn_rnn_shards.json"
-FORMAT = "video_cnn_rnn.shards"
-FORMAT_VERSION = 1
-META_FIELDS: tuple[str, ...] = ("path", "group", "num_frames", "fps", "keyframes")
 # What LitData's reader or the item's fields raise on bytes that do not parse (a damaged chunk).
 ITEM_ERRORS: tuple[type[Exception], ...] = (struct.error, ValueError, KeyError, EOFError, OSError)
-# The environment variables a bucket's client reads its credentials from (any one group is enough).
-CREDENTIALS: dict[str, list[tuple[str, ...]]] = {
-    "s3": [
-        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
-        ("AWS_PROFILE",),
-        ("AWS_WEB_IDENTITY_TOKEN_FILE",),
-        ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",),
-    ],
-    "gs": [("GOOGLE_APPLICATION_CREDENTIALS",)],
-    "azure": [("AZURE_STORAGE_CONNECTION_STRING",), ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY")],
-}
-
-
-def is_url(location: str) -> bool:
-    return "://" in str(location) and not str(location).startswith("local:")
-
-
-def check_credentials(location: str) -> None:
-    """A bucket URL needs credentials in the environment (never in a config file): raise naming what to set."""
-    if not is_url(location):
-        return
-    scheme = str(location).split("://", 1)[0]
-    groups = CREDENTIALS.get(scheme)
-    if groups is None:
-        raise ManifestError(f"{location}: unsupported storage scheme {scheme!r}; use a folder or {sorted(CREDENTIALS)}")
-    if not any(all(os.environ.get(name) for name in group) for group in groups):
-        wanted = " or ".join("+".join(group) for group in groups)
-        raise ManifestError(f"{location}: no credentials for {scheme}:// in the environment; set {wanted}")
-
-
-def join(root: str, *parts: str) -> str:
-    """``root/part/...`` for a folder or a URL."""
-    return "/".join([str(root).rstrip("/"), *parts])
-
-
-def read_manifest(root: str) -> dict[str, Any]:
-    """The root's manifest, checked: our format and version, and (for a local root) every split's index and chunk
-    files present. Raises ``ManifestError`` naming what is missing or which version wrote it."""
-    check_credentials(root)
-    if is_url(root):
-        import tempfile
-
-        from litdata.streaming.fs_provider import _get_fs_provider
-
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / MANIFEST_NAME
-            try:
-                _get_fs_provider(join(root, MANIFEST_NAME)).download_file(join(root, MANIFEST_NAME), str(local))
-            except Exception as error:
-                raise ManifestError(f"{join(root, MANIFEST_NAME)}: cannot read the shard manifest ({error})") from error
-            manifest = json.loads(local.read_text())
-    else:
-        path = Path(root) / MANIFEST_NAME
-        if not path.is_file():
-            raise ManifestError(f"{path}: missing; {root} is not a shard folder (write one with video-cnn-rnn shard)")
-        manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(
-            f"{root}: shard format {manifest.get('format')!r} version {manifest.get('format_version')!r}, written by"
-            f" video_cnn_rnn {manifest.get('package_version')!r}; this version reads {FORMAT!r} version"
-            f" {FORMAT_VERSION}: write the shards again with this version's video-cnn-rnn shard"
-        )
-    if not is_url(root):
-        for split, info in manifest["splits"].items():
-            folder = Path(root) / split
-            missing = [name for name in ["index.json", *info["chunks"]] if not (folder / name).is_file()]
-            if missing:
-                shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-                raise ManifestError(f"{folder}: {len(missing)} shard file(s) missing: {shown}")
-            check_split(Path(root), split, info)  # index.json, chunk sizes and headers agree with the manifest
-    return manifest
-
-
-def video_info(source: Source) -> dict[str, Any]:
-    """Frame count, frame rate and keyframes (frame indices, display order) of a video, by demuxing alone.
-    Raises on a video the demuxer cannot read or reports damaged (``probe.damage``)."""
-    rate: list[float | None] = []
-
-    def past_the_end(num_video_frames: int, fps: float | None) -> list[int]:
-        rate.append(fps)
-        return [num_video_frames + 1]  # never a prefix, so the probe reads the whole packet index
-
-    probe = probe_pyav(source, past_the_end)
-    if probe.damage:
-        from video_cnn_rnn.data.decode import describe_damage
-
-        raise ValueError(describe_damage(probe.damage))
-    index = probe.index
-    if not index:
-        raise ValueError("no video packets")
-    # Display order: by pts where they give it (the readers' rule), else decode order.
-    order = sorted(range(len(index)), key=lambda i: index[i][0]) if probe.pts_ordered else range(len(index))
-    keyframes = [frame for frame, position in enumerate(order) if index[position][1]]
-    return {"num_frames": len(index), "fps": float(rate[-1] or 0.0), "keyframes": keyframes}
 
 
 def unpack(item: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 anything trains; each stage's splits and datasets; the streaming training loader and its checkpointed position;
 the run's own cache of a bucket's chunks.
 
-LitData is imported only when shards are used (``streaming.py``, the ``streaming`` extra), so the data module
+LitData is imported only when shards are used (``reader.py``, the ``streaming`` extra), so the data module
 imports without it.
 """
 
@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.annotations import ManifestError, check_same_classes
 from video_cnn_rnn.data.dataset import VideoDataset
+from video_cnn_rnn.data.shards._manifest import is_url, join, read_manifest
 
 # The splits each stage reads.
 STAGE_SPLITS = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
@@ -27,8 +28,6 @@ class ShardSource:
     folder), in a folder of this run's own."""
 
     def __init__(self, root: str, sources: list[Any], cache_root: str | None = None) -> None:
-        from video_cnn_rnn.data.streaming import read_manifest  # LitData: the streaming extra
-
         if any(sources):
             raise ManifestError("data.streaming replaces data.train / val / test / predict: set one or the other")
         self.root, self.cache_root = root, cache_root
@@ -58,7 +57,7 @@ class ShardSource:
     ) -> dict[str, Dataset]:
         """The splits of ``stage``, their items decoded as ``clips(split)`` (an empty ``VideoDataset`` with the
         split's settings) does; ``cache``: as a feature cache is extracted from them."""
-        from video_cnn_rnn.data.streaming import ShardedVideoDataset, ShardItems, is_url, join
+        from video_cnn_rnn.data.shards.reader import ShardedVideoDataset, ShardItems
 
         if is_url(self.root) and self._chunk_cache is None:
             Path(self.cache_root or tempfile.gettempdir()).mkdir(parents=True, exist_ok=True)
@@ -79,7 +78,7 @@ class ShardSource:
     def train_loader(self, dataset: Dataset, **settings: Any) -> Any:
         """LitData's loader over the training ``dataset`` (``settings``: DataLoader arguments), at the position of
         the checkpoint ``load_state_dict`` was given, if any."""
-        from video_cnn_rnn.data.streaming import ResumableStreamingLoader
+        from video_cnn_rnn.data.shards.reader import ResumableStreamingLoader
 
         loader = ResumableStreamingLoader(dataset, **settings)
         if self._loader_state is not None:

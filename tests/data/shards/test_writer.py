@@ -11,8 +11,9 @@ pytest.importorskip("litdata")
 from video_cnn_rnn.cli import main  # noqa: E402
 from video_cnn_rnn.data.annotations import ManifestError, read_csv  # noqa: E402
 from video_cnn_rnn.data.dataset import VideoDataset  # noqa: E402
-from video_cnn_rnn.data.streaming import MANIFEST_NAME, ShardItems, read_manifest, unpack, video_info  # noqa: E402
-from video_cnn_rnn.sharding import reencode, write_shards  # noqa: E402
+from video_cnn_rnn.data.shards import MANIFEST_NAME, read_manifest  # noqa: E402
+from video_cnn_rnn.data.shards.reader import ShardItems, unpack  # noqa: E402
+from video_cnn_rnn.data.shards.writer import reencode, video_info, write_shards  # noqa: E402
 
 
 def _raw_items(root, split):

@@ -93,7 +93,7 @@ def test_a_corrupt_item_follows_on_error_naming_its_source_path(video_dir, tmp_p
     bytes are damaged after writing) is skipped or raised like a file, named by its source path."""
     from video_cnn_rnn.data.dataset import VideoDataset
     from video_cnn_rnn.data.decode import VideoDecodeError
-    from video_cnn_rnn.data.streaming import _decode_item
+    from video_cnn_rnn.data.shards.reader import _decode_item
 
     item = {"video": b"\x00" * 64, "label": 0, "meta": '{"path": "bucket/v_x.mp4", "group": "g"}'}
     with pytest.raises(VideoDecodeError, match="bucket/v_x.mp4"):
