@@ -28,6 +28,7 @@ import random
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 
-def _collect_rng_states() -> dict[str, Any]:
+def rng_states() -> dict[str, Any]:
     """The main process's RNG states, as checkpoint-safe types (``torch.load(weights_only=True)`` loads them)."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     version, internal, gauss = random.getstate()
@@ -50,7 +51,20 @@ def _collect_rng_states() -> dict[str, Any]:
     return states
 
 
-def _set_rng_states(states: dict[str, Any]) -> None:
+@contextmanager
+def seeded_random(key: str) -> Iterator[None]:
+    """Python's ``random`` seeded by ``key`` inside the block, the caller's state restored after it (the main
+    process's stream, with ``num_workers=0``, is left untouched). A str seed hashes with SHA-512: the same key
+    draws the same numbers in every process, worker and run."""
+    saved = random.getstate()
+    random.seed(key)
+    try:
+        yield
+    finally:
+        random.setstate(saved)
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
     if "torch" in states:
         torch.set_rng_state(states["torch"])
     if "numpy" in states:
@@ -146,12 +160,8 @@ class SeededItems(Dataset):
         if not isinstance(key, tuple):
             return self.dataset[key]
         epoch, index = key
-        saved = random.getstate()
-        random.seed(f"{self.seed}:{epoch}:{index}")  # str seeds hash with SHA-512: the same in every process
-        try:
+        with seeded_random(f"{self.seed}:{epoch}:{index}"):
             return self.dataset[index]
-        finally:
-            random.setstate(saved)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("dataset", "seed") or name.startswith("__"):
@@ -174,7 +184,7 @@ class _CountingIterator:
             # Exactly where the interrupted run was when the checkpoint was written: after the consumed batches,
             # before the next one. Restoring here (not in load_state_dict) also undoes whatever Lightning drew
             # between loading the checkpoint and this batch (sanity check, iterator creation, ...).
-            _set_rng_states(loader._pending_rng)
+            restore_rng_states(loader._pending_rng)
             loader._pending_rng = None
         batch = next(self.iterator)
         loader._batches_consumed += 1
@@ -234,7 +244,7 @@ class ResumableDataLoader(DataLoader):
             "batches_consumed": int(consumed),
             "batch_size": self.batch_size,
             "num_replicas": sampler.num_replicas,
-            "rng": _collect_rng_states(),
+            "rng": rng_states(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

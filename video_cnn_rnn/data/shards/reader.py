@@ -14,7 +14,6 @@ crop and ``on_error`` policy as files (``VideoDataset.load_item``); errors name 
 import copy
 import io
 import json
-import random
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +22,7 @@ from torch.utils.data import Dataset
 
 from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.decode import VideoDecodeError
-from video_cnn_rnn.data.resumable import _collect_rng_states, _set_rng_states
+from video_cnn_rnn.data.resumable import restore_rng_states, rng_states, seeded_random
 from video_cnn_rnn.data.shards._checks import FIX
 from video_cnn_rnn.data.shards._manifest import STREAMING_EXTRA
 
@@ -71,13 +70,8 @@ def _decode_item(clips: VideoDataset, item: dict[str, Any], epoch: int) -> dict[
     item = unpack(item)
     source = io.BytesIO(item["video"])
     source.name = item["path"]  # errors name the video's source path
-    saved = random.getstate()
-    # str seeds hash with SHA-512: the same item draws the same frames in every process, worker and run.
-    random.seed(f"{clips.seed}:{epoch}:{item['path']}")
-    try:
+    with seeded_random(f"{clips.seed}:{epoch}:{item['path']}"):  # the same frames in every process and run
         return clips.load_item(source, item["path"], item["label"] if item["label"] >= 0 else None, item["path"])
-    finally:
-        random.setstate(saved)
 
 
 class ShardItems(Dataset):
@@ -173,12 +167,12 @@ class ResumableStreamingLoader(StreamingDataLoader):
     def __iter__(self) -> Iterator[Any]:
         for batch in super().__iter__():
             if self._pending_rng is not None:
-                _set_rng_states(self._pending_rng)
+                restore_rng_states(self._pending_rng)
                 self._pending_rng = None
             yield batch
 
     def resume_state(self) -> dict[str, Any]:
-        return {"loader": super().state_dict(), "rng": _collect_rng_states()}
+        return {"loader": super().state_dict(), "rng": rng_states()}
 
     def resume_from(self, state: dict[str, Any]) -> None:
         loader = copy.deepcopy(state["loader"])
