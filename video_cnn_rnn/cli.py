@@ -1,17 +1,6 @@
-"""The ``video-cnn-rnn`` command: LightningCLI's fit / validate / test / predict, plus extract, synthetic, cv,
-save_pretrained, export and serve.
-
-video-cnn-rnn fit --config configs/demo.yaml
-video-cnn-rnn test --config configs/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
-video-cnn-rnn predict --config configs/demo.yaml --ckpt_path ... --data.predict path/to/videos
-video-cnn-rnn extract --config configs/demo.yaml --data.feature_cache runs/cache  # frozen-backbone features
-video-cnn-rnn synthetic data/synthetic                         # write the embedded demo dataset
-video-cnn-rnn shard --train data/train.csv --output shards/demo  # LitData shards for data.streaming
-video-cnn-rnn proxy data/train.csv --proxy_cache cache/proxies --img_size 160 --crop pad  # proxies for HD footage
-video-cnn-rnn cv --folds path/to/folds --config ...           # k-fold cross-validation beside a linear probe
-video-cnn-rnn save_pretrained --ckpt_path best.ckpt --output models/demo  # a portable model folder
-video-cnn-rnn serve --ckpt_path best.ckpt                    # a browser demo (the serve extra)
-video-cnn-rnn export --ckpt_path ... --format onnx             # ONNX / TorchScript / torch.export file + JSON sidecar
+"""The ``video-cnn-rnn`` command: LightningCLI runs fit / validate / test / predict (``VideoCLI``), ``main`` the
+other subcommands. The subcommands and what each does are one table, ``cli_help.SUBCOMMANDS`` (``video-cnn-rnn
+--help`` prints it); examples of each are in docs/getting-started.md and the pages it links.
 """
 
 import argparse

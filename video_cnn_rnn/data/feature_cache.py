@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import random
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from video_cnn_rnn.data.atomic import atomic_path, write_text_atomically
 from video_cnn_rnn.data.dataset import VideoDataset
 
 STORE_FORMAT = 2
@@ -79,14 +79,8 @@ def write_entry(file: Path, key: dict[str, Any], features: np.ndarray | None, re
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
     for k, clip in enumerate([] if features is None else features):
         arrays[str(k)] = np.ascontiguousarray(clip, dtype=np.float16)  # [L, *frame]
-    file.parent.mkdir(parents=True, exist_ok=True)
-    temporary = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temporary, file)  # atomic: readers see the whole entry or none
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(file) as temporary, open(temporary, "wb") as handle:  # readers see the whole entry or none
+        np.savez(handle, **arrays)
 
 
 def read_entry_meta(file: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -148,10 +142,7 @@ def write_view(store: Path, view: dict[str, Any]) -> Path:
     """Write ``view`` (splits, skipped, damaged, reasons) under a name that is its own digest; returns it."""
     file = store / "views" / f"{digest(view)}.json"
     if not file.is_file():
-        file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        temporary.write_text(json.dumps({"format": STORE_FORMAT, **view}, indent=1))
-        os.replace(temporary, file)
+        write_text_atomically(file, json.dumps({"format": STORE_FORMAT, **view}, indent=1))
     return file
 
 

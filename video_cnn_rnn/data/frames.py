@@ -73,6 +73,11 @@ class RGBConverter:
         return orientation.apply(self._to_rgb.reformat(frame, format="rgb24").to_ndarray())
 
 
+def frame_rate(stream) -> float | None:
+    """The stream's average frame rate by its header, None where the header gives none."""
+    return float(stream.average_rate) if stream.average_rate else None
+
+
 def single_threaded_video(container):
     """The first video stream, decoded on one thread, as decord's readers are: parallelism comes from
     DataLoader workers, and a decoder thread pool per worker oversubscribes the cores."""

@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import uuid
 import warnings
 from contextlib import suppress
 from dataclasses import asdict, dataclass
@@ -41,6 +40,7 @@ import numpy as np
 from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
+from video_cnn_rnn.data.atomic import temporary_beside, write_text_atomically
 from video_cnn_rnn.data.crops import decoded_short_side
 from video_cnn_rnn.data.decode import DamageWatch, describe_damage, ffmpeg_errors
 from video_cnn_rnn.data.frames import Scale, single_threaded_video
@@ -105,10 +105,6 @@ def proxy_name(path: str, settings: ProxySettings) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _temporary(file: Path) -> Path:
-    return file.with_name(f".{file.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def _even_size(width: int, height: int, side: int) -> tuple[int, int]:
     """(width, height) with the shorter side at ``side``, both even (yuv420p halves them)."""
     width, height = Scale(side).size(width, height)
@@ -121,7 +117,7 @@ class _ProxyWriter:
 
     def __init__(self, file: Path, settings: ProxySettings, rate: Fraction, comment: str) -> None:
         self.file, self.settings, self.rate, self.comment = file, settings, rate, comment
-        self.temporary = _temporary(file)
+        self.temporary = temporary_beside(file)
         self.container = self.stream = None
         self.count = 0
 
@@ -321,10 +317,4 @@ def _read_note(note: Path, name: str) -> str | None:
 
 
 def _write_note(note: Path, name: str, reason: str) -> None:
-    note.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(note)
-    try:
-        temporary.write_text(json.dumps({"proxy": name, "original": reason}))
-        os.replace(temporary, note)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_text_atomically(note, json.dumps({"proxy": name, "original": reason}))

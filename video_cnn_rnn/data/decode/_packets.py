@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from video_cnn_rnn.data.decode._damage import Damage, DamageWatch, ffmpeg_errors
-from video_cnn_rnn.data.frames import Source, open_video, single_threaded_video
+from video_cnn_rnn.data.frames import Source, frame_rate, open_video, single_threaded_video
 
 # Cost of one frame decoded through decord's random access (seek, flush, threaded decoder), in frames of PyAV's
 # sequential pass (which also drops unwanted B-frames): on 320x240 files of 60 s with a keyframe a second, decord
@@ -70,7 +70,7 @@ def probe_pyav(path: Source, pick: IndexPicker) -> PyAVProbe:
     """Pick the frames (over the packets present, which a truncated file's header overstates) by demuxing alone."""
     with ffmpeg_errors() as log, open_video(path) as container:
         stream = single_threaded_video(container)
-        fps = float(stream.average_rate) if stream.average_rate else None
+        fps = frame_rate(stream)
         wanted = pick(stream.frames, fps) if stream.frames > 0 else []
         if wanted and wanted == list(range(len(wanted))):
             return PyAVProbe(wanted, [], False)

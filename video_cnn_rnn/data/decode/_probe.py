@@ -13,13 +13,13 @@ few entries (probed again next time): the file is replaced atomically.
 
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from video_cnn_rnn.data.atomic import write_text_atomically
 from video_cnn_rnn.data.decode._clips import Backend, VideoDecodeError, decode_frames
 
 CACHE_VARIABLE = "VIDEO_CNN_RNN_PROBE_CACHE"
@@ -55,10 +55,7 @@ def _load(file: Path | None) -> dict[str, list[int]]:
 
 def _save(file: Path, known: dict[str, list[int]]) -> None:
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_name(f".{file.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        temporary.write_text(json.dumps(known))
-        os.replace(temporary, file)
+        write_text_atomically(file, json.dumps(known))
     except OSError as error:  # a read-only home: probing still works, it is just not remembered
         warnings.warn(f"cannot remember probed videos in {file} ({error}); set {CACHE_VARIABLE}", stacklevel=3)
 

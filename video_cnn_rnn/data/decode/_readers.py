@@ -41,7 +41,15 @@ from video_cnn_rnn.data.decode._packets import (
     last_position,
     seek_stretches,
 )
-from video_cnn_rnn.data.frames import RGBConverter, Scale, Source, open_video, single_threaded_video, source_name
+from video_cnn_rnn.data.frames import (
+    RGBConverter,
+    Scale,
+    Source,
+    frame_rate,
+    open_video,
+    single_threaded_video,
+    source_name,
+)
 from video_cnn_rnn.data.orientation import UPRIGHT, FrameOrientation, Orientation
 
 # PyAV's own seek costs no more than the frames it skips, so its pass seeks wherever that halves the frames decoded
@@ -143,6 +151,28 @@ def _decoded(rows: dict[int, tuple[np.ndarray, bool]], keys: list, watch: Damage
     return Decoded(frames, positions, [rows[keys[j]][1] for j in positions], watch.finish())
 
 
+def _decode_packet(codec, packet, watch: DamageWatch) -> list | None:
+    """The frames the decoder gives for ``packet`` (after ``watch.packet``), None where it rejects the packet; the
+    rejection, and what FFmpeg logged meanwhile, are noted by ``watch``."""
+    try:
+        return codec.decode(packet)
+    except av.error.FFmpegError as error:
+        watch.rejected(packet, error)
+        return None
+    finally:
+        watch.read_log()
+
+
+def _keep_wanted(frames: list, missing: set[int], found: dict, to_rgb: RGBConverter, watch: DamageWatch) -> None:
+    """Note every decoded frame with ``watch`` (a damaged reference taints the wanted frames after it) and keep the
+    wanted ones (``missing``, by pts) in ``found`` as upright RGB, with whether each decoded cleanly."""
+    for frame in frames:
+        clean = watch.frame(frame)
+        if frame.pts in missing:
+            found[frame.pts] = (to_rgb(frame), clean)
+            missing.discard(frame.pts)
+
+
 def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: RGBConverter, log: list) -> Decoded:
     """Decode the frames at display positions ``wanted`` in one sequential pass that stops after the last.
 
@@ -164,18 +194,10 @@ def _decode_indexed(container, stream, index, wanted: list[int], to_rgb: RGBConv
             wanted_here = "DEFAULT" if packet.pts in missing else "NONREF"
             if can_skip and packet.size > 0 and wanted_here != skip:
                 codec.skip_frame = skip = wanted_here
-            try:
-                frames = codec.decode(packet)
-            except av.error.FFmpegError as error:
-                watch.rejected(packet, error)
+            frames = _decode_packet(codec, packet, watch)
+            if frames is None:
                 continue
-            finally:
-                watch.read_log()
-            for frame in frames:
-                clean = watch.frame(frame)  # every frame: a damaged reference taints the wanted frames after it
-                if frame.pts in missing:
-                    found[frame.pts] = (to_rgb(frame), clean)
-                    missing.discard(frame.pts)
+            _keep_wanted(frames, missing, found, to_rgb, watch)
             if not missing:
                 break
     except av.error.FFmpegError as error:
@@ -198,14 +220,8 @@ def _decode_counting(container, stream, wanted: list[int], to_rgb: RGBConverter 
     try:
         for packet in container.demux(stream):
             watch.packet(packet)
-            try:
-                frames = codec.decode(packet)
-            except av.error.FFmpegError as error:
-                watch.rejected(packet, error)
-                continue
-            finally:
-                watch.read_log()
-            for frame in frames:
+            frames = _decode_packet(codec, packet, watch)
+            for frame in frames or []:
                 clean = watch.frame(frame, count)
                 if count in wanted_set:  # convert and scale only the frames that are kept
                     rows[count] = (to_rgb(frame), clean)
@@ -252,16 +268,10 @@ def _decode_seeking(container, stream, index, wanted: list[int], to_rgb: RGBConv
                 continue  # an open GOP's leading frame: it predicts from before the seek, and no wanted frame does
             if can_skip and packet.size > 0:
                 codec.skip_frame = "DEFAULT" if packet.pts in missing else "NONREF"
-            try:
-                frames = codec.decode(packet)
-            except av.error.FFmpegError:
+            frames = _decode_packet(codec, packet, watch)
+            if frames is None:
                 return None
-            watch.read_log()
-            for frame in frames:
-                clean = watch.frame(frame)
-                if frame.pts in missing:
-                    found[frame.pts] = (to_rgb(frame), clean)
-                    missing.discard(frame.pts)
+            _keep_wanted(frames, missing, found, to_rgb, watch)
             if not missing:
                 break
         if missing or watch.damage:
@@ -300,7 +310,7 @@ def read_pyav_decodable(path: Source, pick: IndexPicker, scale: Scale | None) ->
     only the picked ones, so memory stays flat however long the file is. Damage met in either pass is reported."""
     with ffmpeg_errors() as log, open_video(path) as container:
         stream = single_threaded_video(container)
-        fps = float(stream.average_rate) if stream.average_rate else None
+        fps = frame_rate(stream)
         counted = _decode_counting(container, stream, [], None, log)
     if not counted.positions:
         return counted

@@ -30,7 +30,7 @@ import torch
 
 from video_cnn_rnn.data.crops import Crop, check_crop, decoder_scale, to_clip
 from video_cnn_rnn.data.decode._clips import VideoDecodeError
-from video_cnn_rnn.data.frames import RGBConverter, single_threaded_video
+from video_cnn_rnn.data.frames import RGBConverter, frame_rate, single_threaded_video
 from video_cnn_rnn.data.sampling import SamplingMode, check_sampling, sample_indices
 
 # Frame times and window edges are floats from pts * time_base: compare them with this slack, so a frame at
@@ -109,7 +109,7 @@ def iter_windows(
         if decoder_threads != 1:
             stream.codec_context.thread_count = decoder_threads
             stream.thread_type = "AUTO"
-        fps = float(stream.average_rate) if stream.average_rate else None
+        fps = frame_rate(stream)
         declared_s = _declared_duration(container, stream, fps)
         use_pts = "avi" not in container.format.name  # AVI's derived B-frame pts are wrong (_readers.py)
         to_rgb = RGBConverter(decoder_scale(img_size, crop), path)
