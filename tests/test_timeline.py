@@ -122,8 +122,12 @@ def test_predict_timeline_bad_input(model: VideoClassifier, long_clip: Path, tmp
     write_video(full, make_clip("disc_grow", 80, 48, 40, np.random.default_rng(1)), fps=10)
     cut = tmp_path / "cut.avi"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(VideoDecodeError, match="cut.avi"):
-        model.predict_timeline(cut, window_s=1.0, hop_s=1.0)
+    for training in (True, False):
+        model.train(training)
+        with pytest.raises(VideoDecodeError, match="cut.avi"):
+            model.predict_timeline(cut, window_s=1.0, hop_s=1.0)
+        assert model.training is training  # the mode is given back when decoding fails mid-way too
+    model.train()
     with pytest.warns(UserWarning, match="cut short"):
         rows = model.predict_timeline(cut, window_s=1.0, hop_s=1.0, on_error="skip")
     assert 2 <= len(rows) < 8
