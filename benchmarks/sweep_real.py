@@ -126,6 +126,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", default=["42", "0", "1"])
     parser.add_argument("--folds", type=int, nargs="+", help="only these fold indices (default: all)")
     parser.add_argument("--no_probe", action="store_true")
+    parser.add_argument("--probe_only", action="store_true", help="the probe alone, on the first recipe's settings")
     parser.add_argument("--probe_base", help="arguments the probe starts from (default: the first recipe's)")
     parser.add_argument("--probe_store", help="the probe's feature store (default: OUTPUT/feature_store)")
     parser.add_argument("--common", default="", help="arguments for every run (e.g. trainer.precision)")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         base = shlex.split(options.probe_base) if options.probe_base is not None else next(iter(recipes.values()))
         # The probe trains from one feature store for every fold and seed, whatever the base recipe reads.
         probe = [*base, *LINEAR_PROBE, "--data.feature_cache", options.probe_store or str(output / "feature_store")]
-        recipes = {"linear_probe": probe, **recipes}
+        recipes = {"linear_probe": probe} if options.probe_only else {"linear_probe": probe, **recipes}
     sets = dict(spec.split("=", 1) for spec in options.set)
     jobs = []
     for set_name, spec in sets.items():

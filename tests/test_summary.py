@@ -77,12 +77,11 @@ def test_predict_and_cv_summaries_name_their_files(tmp_path: Path) -> None:
 
 def test_fit_summary_counts_the_motion_crops_that_fell_back(tmp_path: Path) -> None:
     data = _data()
-    data.hparams = SimpleNamespace(**vars(data.hparams) | {"crop": "motion"})
-    data.hparams.get = {**vars(data.hparams)}.get
+    data.crop = "motion"  # VideoDataModule.crop: its clip spec's
     (tmp_path / "crop_fallback_videos.txt").write_text("a.mp4\tno motion in the clip\nb.mp4\tno motion in the clip\n")
     lines = fit_summary_lines(_trainer(tmp_path), data, ["fit"])
     assert (
-        "motion crop: 2 video(s) fell back to the centre square (no motion, or motion everywhere) "
+        "motion crop: 2 video(s) not zoomed in (see motion.py: no motion, a moving background, ...) "
         f"(list: {tmp_path / 'crop_fallback_videos.txt'})"
     ) in lines
     assert not any(line.startswith("motion crop") for line in fit_summary_lines(_trainer(tmp_path), _data(), ["fit"]))

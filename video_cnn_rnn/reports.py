@@ -163,7 +163,7 @@ class RunReports(L.Callback):
         self.print_predictions, self.gif = print_predictions, gif
         self._rows: list[list[Any]] = []
         # path -> reason, for the videos the batches report (on_error "skip" / "warn").
-        # And videos whose motion crop fell back to the centre square (crop="motion": no motion, or everywhere).
+        # And videos the motion crop did not zoom in on (crop="motion": no motion, a moving background, ...).
         self._lists: dict[str, dict[str, str]] = {"skipped": {}, "damaged": {}, "crop_fallback": {}}
         self._held: list[tuple[str, bool]] = []  # (text, as a log line) said at teardown, see _say_after_the_bars
 
@@ -200,7 +200,7 @@ class RunReports(L.Callback):
         told = {
             "skipped": "could not be decoded and were skipped",
             "damaged": "have damaged streams; their clean frames were used",
-            "crop_fallback": "had no motion crop (no motion, or motion everywhere): the centre square was used",
+            "crop_fallback": "were not zoomed in by the motion crop (the reasons are listed)",
         }
         for key, videos in self._lists.items():
             rows = sorted(dict(self._gather(trainer, sorted(videos.items()))).items())

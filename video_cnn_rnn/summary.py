@@ -113,13 +113,13 @@ def balance_lines(data: Any) -> list[str]:
 
 
 def crop_lines(data: Any, reports: str | Path | None) -> list[str]:
-    """With ``crop: motion``: how many videos fell back to the centre square, from the reports' list of them."""
-    if data.hparams.get("crop") != "motion":
+    """With ``crop: motion``: how many videos the crop did not zoom in on, from the reports' list of them."""
+    if getattr(data, "crop", None) != "motion":  # VideoDataModule.crop, its clip spec's
         return []
     listed = Path(reports) / "crop_fallback_videos.txt" if reports else None
     count = len(listed.read_text().splitlines()) if listed is not None and listed.is_file() else 0
     where = f" (list: {listed})" if count else ""
-    return [f"motion crop: {count} video(s) fell back to the centre square (no motion, or motion everywhere){where}"]
+    return [f"motion crop: {count} video(s) not zoomed in (see motion.py: no motion, a moving background, ...){where}"]
 
 
 def run_folder(trainer: Any) -> str | None:

@@ -123,3 +123,23 @@ def test_the_dataset_marks_a_fallback_and_keys_the_motion_settings(small_subject
     assert motion.NO_MOTION in dataset[1]["crop_fallback"]
     assert dataset.motion == motion.SETTINGS  # a public attribute: part of a feature store entry's key
     assert not hasattr(VideoDataset([], crop="centre"), "motion")
+
+
+def test_flicker_over_a_still_frame_does_not_widen_the_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = _scene(8, subject_at=(70, 150))
+    rng = np.random.default_rng(1)
+    for frame in frames:  # compression-like flicker: a tenth of the 8 px blocks a few grey levels off, anywhere
+        for row, col in rng.integers(0, (HEIGHT // 8, WIDTH // 8), (30, 2)):
+            frame[8 * row : 8 * row + 8, 8 * col : 8 * col + 8] += 6
+    box = motion_box(frames)
+    assert box.fallback == "" and _contains(box, 70, 150) and box.side < HEIGHT // 2
+    monkeypatch.setattr(motion, "MOVING_SHARE", 0.0)  # every bit of energy counted: the flicker pulls the box apart
+    assert motion_box(frames).side > box.side
+
+
+def test_motion_in_two_places_takes_the_whole_short_side_over_it() -> None:
+    frames = _scene(8, subject_at=(20, 110))
+    frames[:, 60:76, 172:188] = _scene(8, subject_at=(68, 180))[:, 60:76, 172:188]  # a second subject, far off
+    box = motion_box(frames)
+    assert box.fallback == motion.SPREAD and box.side == HEIGHT
+    assert box.left > centre_square(HEIGHT, WIDTH).left  # slid right, towards both subjects, not the centre square

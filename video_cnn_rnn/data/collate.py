@@ -22,7 +22,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     ``[B]`` (-1 when unlabelled), ``paths``, ``skipped`` (``(path, reason)`` of items that failed to decode and
     were dropped, ``on_error="skip"`` or ``"warn"``) and ``damaged`` (``(path, reason)`` of items kept with the
     frames that decoded cleanly, ``on_error="warn"``) and ``crop_fallback`` (``(path, reason)`` of items whose motion
-    crop fell back to the centre square). Frames stay uint8 so only bytes cross to the device;
+    crop did not zoom in). Frames stay uint8 so only bytes cross to the device;
     normalisation happens there.
     """
     skipped = [(item["path"], _reason(item["path"], item["error"])) for item in items if "error" in item]

@@ -28,8 +28,9 @@ class VideoDataset(Dataset):
     multi-clip testing or a multi-clip feature cache; ``[2K, ...]`` with ``mirrored_views``: the K clips, then
     the same K clips mirrored left-right). Frames are upright (turned by the file's display matrix), then
     centre-cropped, letterboxed (``crop="pad"``) or cropped around the clip's motion (``crop="motion"``) into the
-    ``img_size`` square. A motion crop that fell back to the centre square marks its item ``"crop_fallback":
-    reason``, which the collate function passes on for the report.
+    ``img_size`` square. A motion crop that did not zoom in (the whole short side: the centre square, or the one over
+    motion that spans most of the frame) marks its item ``"crop_fallback": reason``, which the collate function
+    passes on for the report.
 
     ``augment`` draws frame positions at random (``segment`` sampling) for training; with ``random_flip`` it also
     mirrors whole clips, every frame alike: at random with one clip per video, and every second clip with K clips
@@ -198,6 +199,6 @@ class VideoDataset(Dataset):
             item["damaged"] = f"{path}: {describe_damage(damage)}; kept {length} clean frames"
             self._warn_once(path, f"damaged video, kept: {item['damaged']}")
         fallbacks = sorted({box.fallback for box in boxes if box.fallback})
-        if fallbacks:  # the motion crop took the centre square: the run's reports count and list these videos
-            item["crop_fallback"] = f"{path}: motion crop fell back to the centre square: {'; '.join(fallbacks)}"
+        if fallbacks:  # the motion crop did not zoom in: the run's reports count and list these videos
+            item["crop_fallback"] = f"{path}: motion crop did not zoom in: {'; '.join(fallbacks)}"
         return item
