@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import time_interleaved  # noqa: E402
 
 from video_cnn_rnn.data.decode import iter_windows  # noqa: E402
+from video_cnn_rnn.data.frame_settings import ClipSpec  # noqa: E402
 from video_cnn_rnn.hardware import default_precision, describe_machine  # noqa: E402
 from video_cnn_rnn.models.classifier import VideoClassifier  # noqa: E402
 from video_cnn_rnn.models.windowed import iter_timeline  # noqa: E402
@@ -102,16 +103,16 @@ def main() -> None:
         else contextlib.nullcontext
     )
     window = dict(window_s=args.window_s, hop_s=args.hop_s)
-    frames = dict(num_frames=args.num_frames, img_size=args.img_size)
+    spec = ClipSpec(num_frames=args.num_frames, img_size=args.img_size)
 
     def decode_only() -> None:
-        for _ in iter_windows(video, **window, **frames):
+        for _ in iter_windows(video, **window, **spec.clip_arguments()):
             pass
 
     def timeline(prefetch: bool) -> None:
         with autocast():
             for _ in iter_timeline(
-                model.network, video, **window, **frames, batch_size=args.batch_size, prefetch=prefetch
+                model.network, video, **window, spec=spec, batch_size=args.batch_size, prefetch=prefetch
             ):
                 pass
 

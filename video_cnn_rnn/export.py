@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from video_cnn_rnn.data.frame_settings import frame_settings
+from video_cnn_rnn.data.frame_settings import ClipSpec
 from video_cnn_rnn.models.backbone import backbone_data_config
 from video_cnn_rnn.models.classifier import VideoClassifier
 from video_cnn_rnn.models.heads import MaxHead, MeanHead, RecurrentHead, TransformerHead
@@ -105,12 +105,12 @@ def export_model(model: VideoClassifier, path: str | Path, fmt: str) -> Path:
         raise ExportError(f"unknown export format '{fmt}'; expected one of {list(FORMATS)}")
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ExportError("--format onnx needs the onnx package: pip install 'video_cnn_rnn[export]'")
-    settings = frame_settings(model.hparams, needed_by="export")  # the file's input shape and its sidecar's
+    spec = ClipSpec.of(model.hparams, needed_by="export")  # the file's input shape and its sidecar's
     wrapper = ExportableNetwork(model.network, model.hparams.get("head")).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = model.network.pixel_mean.device
-    frames, mask = (tensor.to(device) for tensor in example_inputs(settings["num_frames"], settings["img_size"]))
+    frames, mask = (tensor.to(device) for tensor in example_inputs(spec.num_frames, spec.img_size))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # Eval-mode nn.TransformerEncoderLayer otherwise takes its fused kernel (even head counts), which the
     # ONNX exporter cannot translate; the unfused layer computes the same.
@@ -170,8 +170,8 @@ def _ignore_export_noise() -> None:
 
 def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
     """The sidecar: what the file expects and returns, and how the checkpoint evaluates a video."""
-    hparams, settings = model.hparams, frame_settings(model.hparams, needed_by="export")
-    num_frames, img_size = settings["num_frames"], settings["img_size"]
+    hparams, spec = model.hparams, ClipSpec.of(model.hparams, needed_by="export")
+    num_frames, img_size = spec.num_frames, spec.img_size
     data_config = backbone_data_config(model.network.backbone)
     return {
         "file": path.name,
@@ -181,7 +181,7 @@ def describe(model: VideoClassifier, path: Path, fmt: str) -> dict[str, Any]:
         "backbone": hparams.backbone,
         "head": hparams.head,
         "spatial_pool": hparams.get("spatial_pool", "avg"),
-        **settings,
+        **spec.as_dict(),
         "mean": [float(value) for value in data_config["mean"]],
         "std": [float(value) for value in data_config["std"]],
         "normalisation": "inside the model: (frames / 255 - mean) / std per RGB channel",

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from video_cnn_rnn.data.decode import VideoDecodeError, load_clip
-from video_cnn_rnn.data.frame_settings import clip_arguments, frame_settings
+from video_cnn_rnn.data.frame_settings import ClipSpec
 from video_cnn_rnn.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from video_cnn_rnn.data.synthetic import make_clip, write_video
 from video_cnn_rnn.models.classifier import VideoClassifier
@@ -131,7 +131,7 @@ class Analyser:
         self.settings = settings
         self.lock = threading.Lock()
         # The clip each answer shows; a model without frame settings is refused here, before serving.
-        self.clip = clip_arguments(frame_settings(model.hparams, needed_by="serve"))
+        self.spec = ClipSpec.of(model.hparams, needed_by="serve")
 
     def info(self) -> dict[str, Any]:
         hparams = self.model.hparams
@@ -139,7 +139,7 @@ class Analyser:
             "classes": self.model.class_names,
             "backbone": hparams.get("backbone"),
             "head": hparams.get("head"),
-            **{name: self.clip[name] for name in ("num_frames", "img_size", "crop")},
+            **{name: getattr(self.spec, name) for name in ("num_frames", "img_size", "crop")},
             "top_k": self.settings.top_k,
             "max_upload_mb": self.settings.max_upload_mb,
             "max_duration_s": self.settings.max_duration_s,
@@ -169,7 +169,7 @@ class Analyser:
         with self.lock, tempfile.TemporaryDirectory(prefix="video_cnn_rnn_serve_") as folder:
             try:
                 top = self.model.predict_video(str(path), top_k=self.settings.top_k)
-                frames, length = load_clip(path, **self.clip)
+                frames, length = load_clip(path, **self.spec.clip_arguments())
             except VideoDecodeError as error:
                 raise UploadError(f"{name} could not be decoded: {_reason(error, path, name)}", 422) from None
             gif = Path(folder) / "frames.gif"

@@ -172,6 +172,7 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
                 check_same_classes(class_names, train_classes, f"data.train ({train})")
         # The vocabulary is recorded once, in the model's hparams (the CLI links it there from self.class_names).
         self.save_hyperparameters(ignore=["class_names"])
+        self.clip_spec  # noqa: B018 -- the frame settings checked once, here, as one ClipSpec
         self.class_names: list[str] | None = list(class_names) if class_names else None
         self.datasets: dict[str, Dataset] = {}
         self.cache_view: Path | None = None
@@ -216,13 +217,13 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
         """A missing file has no frame to keep: ``warn`` drops it as ``skip`` does."""
         return "raise" if self.hparams.on_error == "raise" else "skip"
 
-    def _dataset_kwargs(self) -> dict[str, Any]:
-        names = ("num_frames", "img_size", "crop", "sampling", "backend", "on_error", "stride", "target_fps")
-        return {name: self.hparams[name] for name in (*names, "decode_timeout", "seed", "proxy_cache")}
+    def _decode_kwargs(self) -> dict[str, Any]:
+        """``VideoDataset``'s arguments besides the clip spec's: how files are decoded, errors, seeds, proxies."""
+        names = ("backend", "on_error", "stride", "target_fps", "decode_timeout", "seed", "proxy_cache")
+        return {name: self.hparams[name] for name in names}
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
-        common = self._dataset_kwargs()
         if self._shards is not None and (self.cache_view is None or stage == "predict"):
             self.datasets.update(self._shard_datasets(stage))
             return
@@ -231,9 +232,8 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
                 raise ManifestError("predict needs videos: set data.predict to a file, a folder, a list or a CSV")
             items = check_manifest({"predict": read_unlabelled(hp.predict)}, [], self._on_missing())["predict"]
             predict = [(path, None) for path, _ in items]
-            self.datasets["predict"] = VideoDataset(
-                predict, clips_per_video=hp.eval_clips, mirrored_views=hp.eval_flip, **common
-            )
+            evaluated = self.clip_spec.dataset_arguments()  # eval_clips clips per video, and their mirror images
+            self.datasets["predict"] = VideoDataset(predict, **evaluated, **self._decode_kwargs())
             return
         if self.cache_view is not None:
             for split in self._shards.splits(stage) if self._shards else self._split_items(stage):
@@ -249,34 +249,34 @@ class VideoDataModule(FrameSettingsMixin, L.LightningDataModule):
         checked = check_manifest(self._split_items(stage), self.class_names or [], self._on_missing())
         check_videos(checked, self.hparams.on_error, self.hparams.backend, self.hparams.decode_timeout)
         return {
-            split: VideoDataset(self._labelled(items), **self._clip_settings(split), **self._dataset_kwargs())
+            split: VideoDataset(self._labelled(items), **self._clip_settings(split), **self._decode_kwargs())
             for split, items in checked.items()
         }
 
     def _clip_settings(self, split: str) -> dict[str, Any]:
-        """How a split's videos become clips: augmentation, clips per video and flips."""
-        hp = self.hparams
+        """How a split's videos become clips: the clip spec's clip, augmentation, clips per video and flips."""
+        hp, spec = self.hparams, self.clip_spec
         augment = split == "train"
         if hp.feature_cache:
             # A cached clip is fixed: evaluation clips use evaluation-time indices, and training clips are
             # K seeded segment samples (K = cache_clips), or the evaluation clip when K = 1.
-            clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (hp.eval_clips, False)
+            clips, augment = (hp.cache_clips, hp.cache_clips > 1) if augment else (spec.eval_clips, False)
         else:
-            clips = 1 if augment else hp.eval_clips
+            clips = 1 if augment else spec.eval_clips
         if split == "train":
             # With data.augment the flip is drawn on the device (on_after_batch_transfer), not here. A cache holds
             # each video once: train_clips_per_video repeats its rows when it is read (setup).
             flips = {"random_flip": hp.train_flip and not hp.augment}
             repeats = 1 if hp.feature_cache else hp.train_clips_per_video
         else:
-            flips, repeats = {"mirrored_views": hp.eval_flip}, 1
-        return {"augment": augment, "clips_per_video": clips, "repeats": repeats, **flips}
+            flips, repeats = {"mirrored_views": spec.eval_flip}, 1
+        return {**spec.clip_arguments(), "augment": augment, "clips_per_video": clips, "repeats": repeats, **flips}
 
     def _shard_datasets(self, stage: str, cache: bool = False) -> dict[str, Dataset]:
         """The splits of ``stage`` from the shards; ``cache``: as a feature cache is extracted from them."""
-        common = self._dataset_kwargs()
+        decoding = self._decode_kwargs()
         return self._shards.datasets(
-            stage, lambda split: VideoDataset([], **self._clip_settings(split), **common), self.hparams.seed, cache
+            stage, lambda split: VideoDataset([], **self._clip_settings(split), **decoding), self.hparams.seed, cache
         )
 
     def teardown(self, stage: str) -> None:

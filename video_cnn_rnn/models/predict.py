@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.frame_settings import dataset_arguments, frame_settings
+from video_cnn_rnn.data.frame_settings import ClipSpec
 from video_cnn_rnn.models.windowed import timeline_rows
 
 
 class PredictionMixin:
     """``predict_video`` and ``predict_timeline`` for a LightningModule with a ``network``, ``class_names`` and
-    ``num_classes``, whose ``hparams`` hold the frame settings (``data/frame_settings.py``)."""
+    ``num_classes``, whose ``hparams`` hold the frame settings (``data/frame_settings.ClipSpec``)."""
 
     @torch.inference_mode()
     def predict_video(self: Any, path_or_frames: str | torch.Tensor, top_k: int = 5) -> list[tuple[str, float]]:
@@ -37,8 +37,8 @@ class PredictionMixin:
         if isinstance(path_or_frames, torch.Tensor):
             frames, length = path_or_frames, path_or_frames.shape[0]
         else:
-            settings = frame_settings(self.hparams, needed_by="predict_video")
-            video = VideoDataset([(str(path_or_frames), None)], **dataset_arguments(settings))[0]
+            spec = ClipSpec.of(self.hparams, needed_by="predict_video")
+            video = VideoDataset([(str(path_or_frames), None)], **spec.dataset_arguments())[0]
             frames, length = video["frames"], video["length"]
         mask = (torch.arange(frames.shape[-4]) < int(length)).expand(frames.shape[:-3])  # [L] or [K, L]
         batch = {"frames": frames.unsqueeze(0).to(self.device), "mask": mask.unsqueeze(0).to(self.device)}

@@ -18,10 +18,8 @@ from typing import Any
 
 import torch
 
-from video_cnn_rnn.data.crops import Crop
 from video_cnn_rnn.data.decode import VideoDecodeError, Window, check_window, iter_windows
-from video_cnn_rnn.data.frame_settings import clip_arguments, frame_settings
-from video_cnn_rnn.data.sampling import SamplingMode
+from video_cnn_rnn.data.frame_settings import ClipSpec
 from video_cnn_rnn.models.network import VideoNetwork
 
 _DONE = object()
@@ -79,14 +77,12 @@ def iter_timeline(
     path: str | Path,
     window_s: float,
     hop_s: float,
-    num_frames: int,
-    img_size: int,
-    sampling: SamplingMode = "uniform",
+    spec: ClipSpec,
     batch_size: int = 16,
     prefetch: bool = True,
-    crop: Crop = "centre",
 ) -> Iterator[dict[str, Any]]:
-    """One row per window of ``path``, in order: ``{"path", "start_s", "end_s", "probs": [C floats], "note"}``.
+    """One row per window of ``path``, in order: ``{"path", "start_s", "end_s", "probs": [C floats], "note"}``;
+    each window one clip as ``spec`` makes it (``eval_clips`` / ``eval_flip`` are not applied to windows).
 
     Runs ``network`` as it is (the caller puts it in eval mode, on its device, under autocast if wanted). A file
     that fails mid-way yields the rows of the windows read before the failure, then raises ``VideoDecodeError``.
@@ -95,13 +91,13 @@ def iter_timeline(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = network.pixel_mean.device
-    windows = iter_windows(path, window_s, hop_s, num_frames, img_size, sampling, crop=crop)
+    windows = iter_windows(path, window_s, hop_s, **spec.clip_arguments())
     if prefetch:
         windows = prefetched(windows, depth=2 * batch_size)
     pending: list[Window] = []
 
     def flush() -> list[dict[str, Any]]:
-        frames, mask = _batch(pending, num_frames)
+        frames, mask = _batch(pending, spec.num_frames)
         with torch.inference_mode():
             probs = network(frames.to(device), mask.to(device)).float().softmax(dim=-1).cpu()  # [B, C]
         rows = [
@@ -141,13 +137,13 @@ def timeline_rows(
     in. -> (rows, None); for a file that fails mid-way, (the rows of the windows read before the failure, the
     ``VideoDecodeError``), for the caller's ``on_error`` to raise or report.
     """
-    settings = clip_arguments(frame_settings(model.hparams, needed_by="predict_timeline"))
+    spec = ClipSpec.of(model.hparams, needed_by="predict_timeline")
     rows: list[dict[str, Any]] = []
     was_training = model.training
     model.eval()
     try:
         with context():
-            for row in iter_timeline(model.network, path, window_s, hop_s, batch_size=batch_size, **settings):
+            for row in iter_timeline(model.network, path, window_s, hop_s, spec, batch_size=batch_size):
                 ranked = sorted(zip(model.class_names, row["probs"], strict=True), key=lambda pair: -pair[1])
                 rows.append({**row, "top_k": ranked[:top_k]})
     except VideoDecodeError as error:
