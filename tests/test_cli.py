@@ -16,7 +16,8 @@ from video_cnn_rnn.models.classifier import VideoClassifier
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
-OVERLAYS = {"ddp", "multinode"}  # configs that only adjust another config, e.g. --config demo.yaml --config ddp.yaml
+# Configs that only adjust another config (e.g. --config demo.yaml --config ddp.yaml), by the config they go after.
+OVERLAYS = {"ddp": "demo", "multinode": "demo", "small_subjects": "finetune_real"}
 
 
 def tiny_args(root: Path, runs: Path, name: str = "tiny") -> list[str]:
@@ -58,7 +59,13 @@ def test_every_config_parses_and_instantiates(config: Path, synthetic_root: Path
     ]  # fmt: skip
     configs = ["--config", str(config)]
     if config.stem in OVERLAYS:
-        configs = ["--config", str(CONFIG_DIR / "demo.yaml"), *configs, "--trainer.accelerator", "cpu"]
+        configs = [
+            "--config",
+            str(CONFIG_DIR / f"{OVERLAYS[config.stem]}.yaml"),
+            *configs,
+            "--trainer.accelerator",
+            "cpu",
+        ]
     cli = run_cli([*configs, *overrides], run=False)
     assert isinstance(cli.model, VideoClassifier)
     assert cli.model.class_names == cli.datamodule.class_names
