@@ -11,14 +11,18 @@ from collections import Counter
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 import video_cnn_rnn.extraction as extraction
+from video_cnn_rnn.data import motion
 from video_cnn_rnn.data.annotations import read_csv
 from video_cnn_rnn.data.collate import collate_clips
 from video_cnn_rnn.data.datamodule import VideoDataModule
+from video_cnn_rnn.data.dataset import VideoDataset
 from video_cnn_rnn.data.feature_cache import FeatureCacheDataset, is_complete
+from video_cnn_rnn.data.synthetic import write_video
 from video_cnn_rnn.extraction import prepare_feature_cache
 from video_cnn_rnn.models.classifier import VideoClassifier
 
@@ -59,9 +63,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> Counter:
     counts: Counter = Counter()
     original = extraction.write_entry
 
-    def counting(file, key, features, reason=None):
+    def counting(file, key, features, reason=None, crop_fallback=None):
         counts[key["video"]["path"]] += 1
-        original(file, key, features, reason)
+        original(file, key, features, reason, crop_fallback)
 
     monkeypatch.setattr(extraction, "write_entry", counting)
     return counts
@@ -155,6 +159,27 @@ def test_cache_records_skipped_and_damaged_videos_with_their_reasons(
     skip = make_data(synthetic_root, tmp_path / "cache", test=str(tmp_path / "test.csv"), on_error="skip")
     with pytest.warns(UserWarning):
         assert prepare_feature_cache(skip, make_model().network, trainer()) != folder
+
+
+def test_motion_crop_fallbacks_are_reported_from_the_store_as_from_raw_videos(tmp_path: Path) -> None:
+    scene = np.random.default_rng(0).integers(40, 200, (48, 96, 3), dtype=np.uint8)
+    still, moving = np.repeat(scene[None], 12, 0), np.repeat(scene[None], 12, 0)
+    for t in range(12):  # a small square jumping about near the right edge
+        moving[t, 20:30, 76 + 4 * (t % 3) : 86 + 4 * (t % 3)] = 255 * (t % 2)
+    paths = {name: tmp_path / f"{name}.mp4" for name in ("still", "moving")}
+    write_video(paths["still"], still, fps=10)
+    write_video(paths["moving"], moving, fps=10)
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.csv").write_text(f"video_name,tag\n{paths['still']},a\n{paths['moving']},b\n")
+    data = make_data(tmp_path, tmp_path / "cache", crop="motion", val_fraction=0.0, batch_size=2)
+    folder = prepare_feature_cache(data, make_model(num_classes=2).network, trainer())
+    items = {item["path"]: item for item in FeatureCacheDataset(folder, "test")}
+    still_path, moving_path = (str(paths[name]) for name in ("still", "moving"))
+    assert set(items) == {still_path, moving_path}
+    assert motion.NO_MOTION in items[still_path]["crop_fallback"] and "crop_fallback" not in items[moving_path]
+    raw = VideoDataset([(still_path, 0)], num_frames=4, img_size=32, crop="motion")
+    expected = collate_clips([raw[0]])["crop_fallback"]
+    assert collate_clips(list(items.values()))["crop_fallback"] == expected  # the same report line
 
 
 def test_head_training_from_cache_matches_end_to_end_frozen(synthetic_root: Path, tmp_path: Path) -> None:

@@ -142,9 +142,10 @@ class _EntryWriter(L.Callback):
         self.locate = locate
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        damaged = dict(batch.get("damaged", []))
+        damaged, crop_fallback = dict(batch.get("damaged", [])), dict(batch.get("crop_fallback", []))
         for path, features, length in zip(outputs["paths"], outputs["features"], outputs["lengths"], strict=True):
-            write_entry(*self.locate(path), features[:, : int(length)].numpy(), damaged.get(path))  # [K, L, *frame]
+            clips = features[:, : int(length)].numpy()  # [K, L, *frame]
+            write_entry(*self.locate(path), clips, damaged.get(path), crop_fallback.get(path))
         for path, reason in batch.get("skipped", []):
             write_entry(*self.locate(path), None, reason)
 
@@ -221,7 +222,7 @@ def build_feature_cache(
             extractor.dataset.items = missing
             _extraction_trainer(trainer, _EntryWriter(locate)).predict(extractor, return_predictions=False)
     _barrier(trainer)  # every rank's entries are on disk
-    view: dict[str, Any] = {"splits": {}, "skipped": {}, "damaged": {}, "reasons": {}}
+    view: dict[str, Any] = {"splits": {}, "skipped": {}, "damaged": {}, "reasons": {}, "crop_fallback": {}}
     for split, dataset in sorted(datasets.items()):
         rows, skipped, damaged = [], [], []
         for path, label in dataset.items:
@@ -237,6 +238,8 @@ def build_feature_cache(
                     damaged.append(path)
             if meta["reason"]:
                 view["reasons"][path] = meta["reason"]
+            if meta.get("crop_fallback"):  # entries written before it was recorded have none
+                view["crop_fallback"][path] = meta["crop_fallback"]
         if not rows:
             raise RuntimeError(f"feature store: no video of {split} could be decoded")
         view["splits"][split], view["skipped"][split], view["damaged"][split] = rows, skipped, damaged

@@ -71,11 +71,18 @@ def entry_path(store: Path, key: dict[str, Any]) -> Path:
     return store / digest(key["recipe"]) / f"{digest(key['video'])}.npz"
 
 
-def write_entry(file: Path, key: dict[str, Any], features: np.ndarray | None, reason: str | None = None) -> None:
+def write_entry(
+    file: Path,
+    key: dict[str, Any],
+    features: np.ndarray | None,
+    reason: str | None = None,
+    crop_fallback: str | None = None,
+) -> None:
     """Write one entry atomically: ``features`` [K, L, *frame] stored float16, or None for a video that could not
-    be decoded (``reason`` says why; with features, ``reason`` marks a damaged video kept from its clean frames)."""
+    be decoded (``reason`` says why; with features, ``reason`` marks a damaged video kept from its clean frames).
+    ``crop_fallback``: why the motion crop did not zoom in on the video, which runs from the store report too."""
     status = "skipped" if features is None else "damaged" if reason else "ok"
-    meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason}
+    meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason, "crop_fallback": crop_fallback}
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
     for k, clip in enumerate([] if features is None else features):
         arrays[str(k)] = np.ascontiguousarray(clip, dtype=np.float16)  # [L, *frame]
@@ -139,7 +146,7 @@ def entry_problem(file: Path, key: dict[str, Any]) -> str | None:
 
 
 def write_view(store: Path, view: dict[str, Any]) -> Path:
-    """Write ``view`` (splits, skipped, damaged, reasons) under a name that is its own digest; returns it."""
+    """Write ``view`` (splits, skipped, damaged, reasons, crop_fallback) under a name that is its own digest; returns it."""
     file = store / "views" / f"{digest(view)}.json"
     if not file.is_file():
         write_text_atomically(file, json.dumps({"format": STORE_FORMAT, **view}, indent=1))
@@ -173,6 +180,7 @@ class FeatureCacheDataset(Dataset):
         self.store = view.parent.parent  # <root>/v2
         self.rows: list[tuple[str, int, str]] = [tuple(row) for row in content["splits"][split]]
         self.paths = [path for path, _, _ in self.rows]
+        self.crop_fallback: dict[str, str] = content.get("crop_fallback", {})
         self.augment, self.repeats, self.on_error = augment, repeats, on_error
 
     def __len__(self) -> int:
@@ -207,11 +215,14 @@ class FeatureCacheDataset(Dataset):
             else:
                 features = np.stack([entry[str(k)] for k in range(clips)])  # [K, L, *frame]
                 frame_dims = features.ndim - 2
-        _, label, _ = self.rows[index]
-        return {
+        path, label, _ = self.rows[index]
+        item = {
             "features": torch.from_numpy(features),
             "length": features.shape[-1 - frame_dims],
             "label": None if label < 0 else label,
-            "path": self.paths[index],
+            "path": path,
             "frame_dims": frame_dims,  # tells collate_clips [K, L, D] from a map [L, C, h, w]
         }
+        if path in self.crop_fallback:  # as VideoDataset marks it, for the run's reports
+            item["crop_fallback"] = self.crop_fallback[path]
+        return item
