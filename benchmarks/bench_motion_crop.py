@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from video_cnn_rnn.data.decoding import decode_frames, load_clip
+from video_cnn_rnn.data.decode import decode_frames, load_clip
 from video_cnn_rnn.data.motion import motion_box
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import write_video

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from video_cnn_rnn.cli import main, run_cli
-from video_cnn_rnn.data.decoding import load_clip
+from video_cnn_rnn.data.decode import load_clip
 from video_cnn_rnn.data.synthetic import write_video
 from video_cnn_rnn.models.classifier import VideoClassifier
 

@@ -9,11 +9,10 @@ import torch
 from video_cnn_rnn.data import motion
 from video_cnn_rnn.data.crops import to_clip
 from video_cnn_rnn.data.dataset import VideoDataset
-from video_cnn_rnn.data.decoding import decode_frames, load_clip, load_clips
+from video_cnn_rnn.data.decode import decode_frames, iter_windows, load_clip, load_clips
 from video_cnn_rnn.data.motion import MotionBox, centre_square, motion_box
 from video_cnn_rnn.data.sampling import sample_indices
 from video_cnn_rnn.data.synthetic import write_video
-from video_cnn_rnn.data.windows import iter_windows
 
 WIDTH, HEIGHT = 192, 96  # a wide frame: the subject is a small part of it
 
