@@ -82,7 +82,9 @@ def write_entry(
     be decoded (``reason`` says why; with features, ``reason`` marks a damaged video kept from its clean frames).
     ``crop_fallback``: why the motion crop did not zoom in on the video, which runs from the store report too."""
     status = "skipped" if features is None else "damaged" if reason else "ok"
-    meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason, "crop_fallback": crop_fallback}
+    meta = {"format": STORE_FORMAT, "key": key, "status": status, "reason": reason}
+    if crop_fallback is not None:
+        meta["crop_fallback"] = crop_fallback
     arrays = {"meta": np.array(json.dumps(meta, sort_keys=True))}
     for k, clip in enumerate([] if features is None else features):
         arrays[str(k)] = np.ascontiguousarray(clip, dtype=np.float16)  # [L, *frame]

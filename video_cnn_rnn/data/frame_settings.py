@@ -13,6 +13,13 @@ read a video; the others then take the data module's defaults (``DEFAULTS``).
 hands it on with ``clip_arguments()`` / ``dataset_arguments()``, so nothing rebuilds the settings by hand. YAML and
 the command line stay flat (``--data.num_frames 8``): the data module's and the model's arguments are the spec's
 fields, recorded as hyperparameters of the same names, so checkpoints of every version load as they are.
+
+Adding a setting (tried in a branch with a ``grayscale`` flag: 13 files): here, its field, ``CLIP_SETTINGS`` or
+``FRAME_SETTINGS`` and ``DEFAULTS`` (a default that reproduces the clips of before, which old checkpoints then
+take); ``VideoDataModule`` and ``VideoClassifier`` each take it as a flat argument (docs/design.md says why they
+stay flat); what applies it (``load_clip`` / ``load_clips`` / ``iter_windows`` and ``VideoDataset``, which hands
+it on). The CLI's data -> model link, the feature-store key, export's sidecar, serve and the timeline follow from
+here with no change.
 """
 
 from collections.abc import Mapping

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from video_cnn_rnn.data.frame_settings import FRAME_SETTINGS, merge_frame_settings
+from video_cnn_rnn.data.frame_settings import DEFAULTS, FRAME_SETTINGS, merge_frame_settings
 from video_cnn_rnn.models.heads import HEAD_SETTINGS, TransformerHead
 
 # Hyperparameter names of checkpoints saved before they were renamed: old name -> new name.
@@ -65,7 +65,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     hparams = {_RENAMED_HPARAMS.get(name, name): value for name, value in hparams.items()}
     if hparams:  # an empty dict stays empty: no hyperparameters to hand on
         for name in FRAME_SETTINGS:
-            hparams.setdefault(name, _FORMER_FRAME_DEFAULTS[name])
+            # A setting added after these were fixed defaults to what reproduces the clips of before (DEFAULTS).
+            hparams.setdefault(name, _FORMER_FRAME_DEFAULTS.get(name, DEFAULTS.get(name)))
     if hparams.pop("rnn_cell", None) == "lstm" and hparams.get("head") == "gru":
         hparams["head"] = "lstm"
     head = hparams.get("head", "gru")
