@@ -173,8 +173,7 @@ def test_motion_crop_fallbacks_are_reported_from_the_store_as_from_raw_videos(tm
         (tmp_path / f"{split}.csv").write_text(f"video_name,tag\n{paths['still']},a\n{paths['moving']},b\n")
     data = make_data(tmp_path, tmp_path / "cache", crop="motion", val_fraction=0.0, batch_size=2)
     folder = prepare_feature_cache(data, make_model(num_classes=2).network, trainer())
-    store = FeatureCacheDataset(folder, "test")
-    items = {item["path"]: item for item in (store[i] for i in range(len(store)))}
+    items = {item["path"]: item for item in FeatureCacheDataset(folder, "test")}
     still_path, moving_path = (str(paths[name]) for name in ("still", "moving"))
     assert set(items) == {still_path, moving_path}
     assert motion.NO_MOTION in items[still_path]["crop_fallback"] and "crop_fallback" not in items[moving_path]

@@ -194,6 +194,8 @@ class FeatureCacheDataset(Dataset):
             return np.stack([entry[str(k)] for k in range(len(entry.files) - 1)])  # every member but "meta"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):  # past the repeats: ends `for item in dataset` as a list would
+            raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self.rows)
         try:
             return self._read(index)
